@@ -1,0 +1,110 @@
+"""Augmentation of training batches, on tensors so it runs on the training device.
+
+Small rotations, scaling and intensity changes make a handful of cases look
+like more. Mirroring is only safe when no label is lateralized: flipping a scan
+left-right turns a left kidney into a right one while its label stays "left".
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .names import normalize_label_name
+
+
+def lateralized(labels: Sequence[str]) -> bool:
+    """True when some label names a side (mirroring along left-right would be wrong)."""
+    for name in labels:
+        parts = normalize_label_name(name).split("_")
+        if "left" in parts or "right" in parts:
+            return True
+    return False
+
+
+@dataclass
+class AugmentConfig:
+    flip_axes: Tuple[int, ...] = (0, 1, 2)  # spatial axes (X, Y, Z) allowed to mirror
+    flip_prob: float = 0.5
+    rotate_prob: float = 0.3
+    max_rotation_deg: float = 15.0
+    scale_prob: float = 0.3
+    scale_range: Tuple[float, float] = (0.85, 1.15)
+    intensity_prob: float = 0.3
+    noise_std: float = 0.03
+
+    @classmethod
+    def for_labels(cls, labels: Sequence[str]) -> "AugmentConfig":
+        """Mirror only along Y and Z (never left-right) when a label names a side."""
+        return cls(flip_axes=(1, 2) if lateralized(labels) else (0, 1, 2))
+
+
+def augment_batch(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    regions: torch.Tensor,
+    config: AugmentConfig,
+    generator: torch.Generator,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augment ``images (B,1,X,Y,Z)``, ``labels (B,X,Y,Z)``, ``regions (B,X,Y,Z)`` together.
+
+    ``generator`` lives on the CPU so the random draws (and a resumed run) do not
+    depend on the device.
+    """
+    b = images.shape[0]
+    out_i, out_l, out_r = [], [], []
+    for n in range(b):
+        img, lab, reg = images[n : n + 1], labels[n : n + 1], regions[n : n + 1]
+        img, lab, reg = _spatial(img, lab, reg, config, generator)
+        img = _intensity(img, config, generator)
+        for axis in config.flip_axes:
+            if _draw(generator) < config.flip_prob:
+                img = img.flip(axis + 2)
+                lab = lab.flip(axis + 1)
+                reg = reg.flip(axis + 1)
+        out_i.append(img)
+        out_l.append(lab)
+        out_r.append(reg)
+    return torch.cat(out_i), torch.cat(out_l), torch.cat(out_r)
+
+
+def _draw(generator: torch.Generator) -> float:
+    return float(torch.rand(1, generator=generator))
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * _draw(generator)
+
+
+def _spatial(img, lab, reg, config: AugmentConfig, generator: torch.Generator):
+    rotate = _draw(generator) < config.rotate_prob
+    scale = _draw(generator) < config.scale_prob
+    if not rotate and not scale:
+        return img, lab, reg
+    angle = math.radians(_uniform(generator, -config.max_rotation_deg, config.max_rotation_deg)) if rotate else 0.0
+    factor = _uniform(generator, *config.scale_range) if scale else 1.0
+    # Rotation in the axial (X, Y) plane: patient anatomy varies most there.
+    cos, sin = math.cos(angle) / factor, math.sin(angle) / factor
+    # For a (B, C, X, Y, Z) tensor affine_grid's coordinate rows run over (Z, Y, X):
+    # rows 1 and 2 form the axial plane.
+    theta = torch.tensor(
+        [[[1.0 / factor, 0.0, 0.0, 0.0], [0.0, cos, -sin, 0.0], [0.0, sin, cos, 0.0]]],
+        dtype=img.dtype,
+        device=img.device,
+    )
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+    img = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    lab = F.grid_sample(lab[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    reg = F.grid_sample(reg[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return img, lab[:, 0].round().long(), reg[:, 0] > 0.5
+
+
+def _intensity(img: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    if _draw(generator) < config.intensity_prob:
+        img = img * _uniform(generator, 0.9, 1.1) + _uniform(generator, -0.05, 0.05)
+    if _draw(generator) < config.intensity_prob and config.noise_std > 0:
+        noise = torch.randn(img.shape, generator=generator, dtype=img.dtype).to(img.device)
+        img = img + noise * config.noise_std
+    return img

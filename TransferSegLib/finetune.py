@@ -1,0 +1,252 @@
+"""Fine-tuning as one call: base model + a few cases + target labels → a model folder.
+
+This is the function every face calls (command line, job worker, Slicer Logic):
+it resolves the base model, reads and checks every case before any training
+starts (so bad input fails in seconds, not after an hour), adapts the head to the
+target labels by name, applies the transfer strategy, trains, and writes the
+model folder atomically.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig
+from .base_model import BaseModel, resolve_base_model
+from .cases import Case, load_case
+from .errors import CaseError, ModelError
+from .infer import InferenceOptions, sliding_window_probabilities
+from .model_dir import save_model_dir
+from .names import BACKGROUND, index_by_name, normalize_label_name, with_background
+from .networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
+from .preprocess import preprocess_image, preprocess_labels
+from .recipe import Recipe
+from .sampling import PreparedCase
+from .train import Reporter, TrainConfig, device_description, resolve_device, train
+from .transfer import adapt_head, check_strategy, load_pretrained
+
+DEFAULT_PATCH = (64, 64, 32)
+
+
+@dataclass
+class FinetuneSpec:
+    """Everything one fine-tuning run needs."""
+
+    base: str
+    cases: List[Case]
+    labels: List[str]
+    strategy: str
+    output: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val_cases: List[Case] = field(default_factory=list)
+    recipe: Optional[Recipe] = None  # overrides the base model's recipe (scratch only)
+    patch_size: Optional[Tuple[int, int, int]] = None  # overrides the base model's patch size
+    name: str = ""
+    offline: bool = False
+
+
+@dataclass
+class FinetuneResult:
+    model_dir: Path
+    metrics: Dict[str, Any]
+    iterations: int
+    elapsed_s: float
+
+
+def target_label_list(labels: Sequence[str], base: Optional[BaseModel], cases: Sequence[Case]) -> List[str]:
+    """The model's label list (background first) for the requested target classes.
+
+    Without ``--labels`` the target is every class the cases name, which must all
+    be known to the base model (otherwise the user has to say what they want).
+    """
+    if labels:
+        return with_background(labels)
+    named = [n for case in cases for _, n in sorted(case.label_names.items())]
+    if not named:
+        raise CaseError(
+            "The labelmaps carry no label names: give --labels NAME[,NAME] naming label values 1..N in order."
+        )
+    if base is not None and base.labels:
+        known = index_by_name(base.labels)
+        unknown = sorted({n for n in named if normalize_label_name(n) not in known})
+        if unknown:
+            raise CaseError(
+                f"The cases label {', '.join(unknown)}, which the base model '{base.name}' does not know. "
+                f"Give --labels to name the target classes (new classes get a new output channel)."
+            )
+    return with_background(named)
+
+
+def _prepare(case: Case, labels: List[str], recipe: Recipe) -> PreparedCase:
+    loaded = load_case(case, labels)
+    image, info = preprocess_image(loaded.image, recipe)
+    if loaded.label is None:
+        raise CaseError(f"Case '{loaded.name}' ({case.image}) has no labelmap: training cases need one.")
+    label = preprocess_labels(loaded.label, info).astype(np.uint8)
+    region = None
+    if loaded.region is not None:
+        region = preprocess_labels(loaded.region, info) > 0
+    return PreparedCase(loaded.name, image.astype(np.float32), label, np.asarray(loaded.annotated, bool), region)
+
+
+def _split_validation(cases: List[Case], seed: int) -> Tuple[List[Case], List[Case]]:
+    if len(cases) < 3:
+        return cases, []
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(cases))
+    n_val = max(1, int(round(0.2 * len(cases))))
+    val = [cases[i] for i in sorted(order[:n_val])]
+    train_cases = [cases[i] for i in sorted(order[n_val:])]
+    return train_cases, val
+
+
+def _check_patch(patch: Sequence[int], spec: NetworkSpec) -> Tuple[int, int, int]:
+    multiple = patch_multiple(spec)
+    fixed = tuple(max(m, int(round(p / m)) * m) for p, m in zip(patch, multiple))
+    return fixed  # type: ignore[return-value]
+
+
+def _load_base_state(base: BaseModel) -> Dict[str, torch.Tensor]:
+    """The base network's weights as a state_dict of ``build_network(base.network)``."""
+    if base.weights is None:
+        raise ModelError(f"Base model '{base.name}' has no weights file; download it first ('transferseg models download {base.name}').")
+    if base.source in ("model-dir", "shipped"):
+        return torch.load(base.weights, map_location="cpu", weights_only=True)
+    from .checkpoints import load_state_dict
+
+    reference = build_network(base.network)
+    state, _report = load_state_dict(Path(base.weights), base.key_map, reference)
+    return state
+
+
+def build_target_model(
+    base: Optional[BaseModel], labels: List[str], strategy: str, seed: int
+) -> Tuple[torch.nn.Module, NetworkSpec, Dict[str, Any]]:
+    """The network to train: the base network with a head for ``labels``, weights transferred."""
+    torch.manual_seed(seed)
+    if base is None:
+        spec = default_network_spec(1, len(labels))
+        return build_network(spec), spec, {"transfer": "none (trained from scratch)"}
+    spec = base.network.with_out_channels(len(labels))
+    model = build_network(spec)
+    if strategy == "scratch":
+        return model, spec, {"transfer": "none (scratch strategy: the base network's architecture only)"}
+    state = _load_base_state(base)
+    if base.encoder_only or not base.labels:
+        fresh = load_pretrained(model, state)
+        return model, spec, {"transfer": "encoder weights", "fresh_tensors": len(fresh)}
+    report = adapt_head(model, state, base.labels, labels)
+    return model, spec, {"transfer": "weights + head adapted by label name", "kept": report.kept, "new": report.new, "dropped": report.dropped}
+
+
+def run_finetune(
+    spec: FinetuneSpec,
+    reporter: Optional[Reporter] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    work_dir: Optional[str] = None,
+    resume: bool = False,
+) -> FinetuneResult:
+    """Fine-tune and write the model folder; see docs/architecture.md for the events."""
+    reporter = reporter or Reporter()
+    strategy = check_strategy(spec.strategy)
+    config = spec.train
+    config.check()
+    if not spec.cases:
+        raise CaseError("No training cases: give --image/--label pairs or --dataset dataset.json.")
+    base = resolve_base_model(spec.base, offline=spec.offline)
+    if base is None and strategy != "scratch":
+        raise ModelError(
+            f"Strategy '{strategy}' needs pretrained weights but --base is '{spec.base}'. "
+            f"Pick a base model (e.g. --base default) or use --strategy scratch."
+        )
+    labels = target_label_list(spec.labels, base, spec.cases + spec.val_cases)
+    recipe = spec.recipe or (base.recipe if base is not None else Recipe())
+    if base is not None and spec.recipe is not None and strategy != "scratch":
+        reporter.event("warning", message="A recipe override changes how the pretrained network sees images; transfer may suffer.")
+    device = resolve_device(config.device)
+    if device.type == "cpu":
+        reporter.event("warning", message="Training on the CPU: expect it to be 10-50x slower than on a CUDA GPU.")
+
+    train_list, val_list = (spec.cases, spec.val_cases) if spec.val_cases else _split_validation(spec.cases, config.seed)
+    prepared_train = [_prepare(c, labels, recipe) for c in train_list]
+    prepared_val = [_prepare(c, labels, recipe) for c in val_list]
+    provided = np.any([c.annotated for c in prepared_train], axis=0)
+    missing = [n for i, n in enumerate(labels) if i > 0 and not provided[i]]
+    if missing:
+        raise CaseError(
+            f"No training case annotates {', '.join(missing)}: check the label names "
+            f"(the cases name: {sorted({n for c in spec.cases for n in c.label_names.values()})})."
+        )
+    validation_on_training = False
+    if not prepared_val:
+        prepared_val = prepared_train
+        validation_on_training = True
+        reporter.event("warning", message="Fewer than 3 cases: validation Dice is measured on the training cases.")
+
+    model, net_spec, transfer_info = build_target_model(base, labels, strategy, config.seed)
+    patch = _check_patch(spec.patch_size or (base.patch_size if base is not None else config.patch_size or DEFAULT_PATCH), net_spec)
+    config.patch_size = patch
+    flips = AugmentConfig.for_labels(labels).flip_axes
+    reporter.event(
+        "started",
+        **device_description(device),
+        cases=[c.name for c in prepared_train],
+        validation_cases=[c.name for c in prepared_val] if not validation_on_training else [],
+        labels=labels,
+        strategy=strategy,
+        base=base.name if base is not None else "none",
+        parameters=describe(model),
+        patch_size=list(patch),
+    )
+
+    def predict_fn(net, image: np.ndarray) -> np.ndarray:
+        probs = sliding_window_probabilities(net, image, patch, device, InferenceOptions(overlap=config.val_overlap))
+        return probs.argmax(0)
+
+    work = Path(work_dir) if work_dir else Path(spec.output).expanduser().resolve().parent / f".{Path(spec.output).name}.work"
+    result = train(
+        model, prepared_train, prepared_val, labels, strategy, config, work,
+        reporter=reporter, should_stop=should_stop, resume=resume, predict_fn=predict_fn,
+    )
+    metrics = {
+        "validation_dice": result.last_dice if result.best_iteration == result.iterations else _best_dice(result.history),
+        "best_mean_dice": round(result.best_score, 4) if result.best_score >= 0 else None,
+        "validation_on_training_cases": validation_on_training,
+    }
+    meta = {
+        "name": spec.name or Path(spec.output).name,
+        "network": net_spec.to_dict(),
+        "labels": labels,
+        "recipe": recipe.to_dict(),
+        "patch_size": list(patch),
+        "modality": base.modality if base is not None else "CT",
+        "license": base.license if base is not None else "",
+        "non_commercial": bool(base.non_commercial) if base is not None else False,
+        "base_model": base.name if base is not None else "none",
+        "strategy": strategy,
+        "metrics": metrics,
+        "training": {
+            "iterations": result.iterations,
+            "elapsed_s": round(result.elapsed_s, 1),
+            "stopped_early": result.stopped_early,
+            "config": config.to_dict(),
+            "cases": [c.name for c in prepared_train],
+            "validation_cases": [c.name for c in prepared_val] if not validation_on_training else [],
+            "flip_axes": list(flips),
+            "transfer": transfer_info,
+            "history": result.history,
+        },
+    }
+    out = save_model_dir(Path(spec.output), model.state_dict(), meta)
+    reporter.event("finished", model=str(out), metrics=metrics, iterations=result.iterations, elapsed_s=round(result.elapsed_s, 1))
+    return FinetuneResult(out, metrics, result.iterations, result.elapsed_s)
+
+
+def _best_dice(history: List[Dict[str, Any]]) -> Dict[str, float]:
+    scored = [h for h in history if "mean_dice" in h]
+    if not scored:
+        return {}
+    return max(scored, key=lambda h: h["mean_dice"])["dice"]
