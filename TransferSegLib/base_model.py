@@ -110,6 +110,7 @@ def load_model_dir(path: Path) -> BaseModel:
             key_map=KeyMap(wrapper_keys=[], strip_prefixes=[]),
             source="model-dir",
             card=meta,
+            encoder_only=bool(meta.get("encoder_only", False)),
         )
     except KeyError as exc:
         raise ModelError(f"'{meta_path}' lacks the field {exc}; the model folder is incomplete.") from exc

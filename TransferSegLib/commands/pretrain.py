@@ -1,0 +1,69 @@
+"""``transferseg pretrain``: make a base model (partial labels, or self-supervised)."""
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pretrain", help="pretrain a base model on partially labelled or unlabeled volumes")
+    p.add_argument("--mode", choices=["partial-labels", "masked-reconstruction"], default="partial-labels")
+    p.add_argument("--dataset", help="dataset.json (cases may carry 'annotated' lists: partial labels)")
+    p.add_argument("--sample-data", action="store_true",
+                   help="use the shipped sample CTs (TotalSegmentator examples + chest CT) as the collection")
+    p.add_argument("--image", action="append", default=[], help="image (masked-reconstruction, or with --label)")
+    p.add_argument("--label", action="append", default=[], help="labelmap paired with --image")
+    p.add_argument("--labels", default="", help="classes to learn NAME[,NAME] (default: union of what the cases annotate)")
+    p.add_argument("--exclude", default="", help="classes to withhold NAME[,NAME] (kept new for later fine-tuning)")
+    p.add_argument("--output", required=True, help="base model folder to write")
+    p.add_argument("--time-budget", type=float, default=None)
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..cases import cases_from_manifest, cases_from_pairs
+    from ..errors import CaseError
+    from ..progress import ProgressPrinter
+    from ..train import TrainConfig
+
+    printer = ProgressPrinter()
+    labels = [n.strip() for n in args.labels.split(",") if n.strip()]
+    exclude = [n.strip() for n in args.exclude.split(",") if n.strip()]
+    if args.mode == "masked-reconstruction":
+        from ..pretrain import MaskedReconstructionConfig, pretrain_masked_reconstruction
+
+        config = MaskedReconstructionConfig(iterations=args.iterations or 200, batch_size=args.batch_size,
+                                            learning_rate=args.learning_rate, seed=args.seed, device=args.device)
+        if args.patch_size:
+            config.patch_size = tuple(args.patch_size)
+        out = pretrain_masked_reconstruction(args.image, args.output, config, reporter=printer)
+        printer.close()
+        print(f"encoder-only base model written to {out}")
+        return 0
+    from ..pretrain import pretrain_partial_labels
+
+    cases = cases_from_pairs(args.image, args.label, None) if args.image else []
+    if args.dataset:
+        cases.extend(cases_from_manifest(args.dataset)[0])
+    if args.sample_data:
+        from ..sample_data import sample_cases
+
+        shipped = sample_cases()
+        cases.extend([shipped["ts_ct"], shipped["ts_dicom"], shipped["chest"]])
+    if not cases:
+        raise CaseError("No pretraining cases: give --dataset, --image/--label pairs or --sample-data.")
+    budget = args.time_budget if args.time_budget or args.iterations else 600.0
+    config = TrainConfig(time_budget=budget, iterations=args.iterations, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, val_every=args.val_every, patience=0,
+                         seed=args.seed, device=args.device)
+    result = pretrain_partial_labels(cases, args.output, config, labels=labels or None, exclude=exclude,
+                                     patch_size=tuple(args.patch_size) if args.patch_size else None,
+                                     reporter=printer, name=Path(args.output).name)
+    printer.close()
+    print(f"base model written to {result.model_dir} ({result.iterations} iterations)")
+    return 0

@@ -1,0 +1,293 @@
+"""Evaluate prediction files against reference files: class matching, table, JSON.
+
+Classes are matched by segment name when both files carry names (``.seg.nrrd``),
+so a prediction whose labels are numbered differently from the reference is still
+scored organ by organ; plain labelmaps (NIfTI) are matched by label value.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import CaseError
+from .metrics import CaseMetrics, ClassMetrics, class_metrics
+from .names import normalize_label_name
+
+_METRIC_FIELDS = ("dice", "iou", "hd95", "assd", "rvd", "surface_dice")
+
+
+@dataclass
+class _Segment:
+    """Where one class lives in a labelmap: voxels equal to ``value`` in ``layer``."""
+
+    name: Optional[str]
+    value: int
+    layer: int = 0
+
+
+@dataclass
+class _Labelmap:
+    """A labelmap file read once: geometry, voxels and (for .seg.nrrd) its segments."""
+
+    path: str
+    image: Any  # SimpleITK.Image, kept for its geometry
+    array: np.ndarray  # (X, Y, Z) or (X, Y, Z, layers) for overlapping segments
+    segments: List[_Segment]  # named segments; empty for a plain labelmap
+
+    @property
+    def named(self) -> bool:
+        return bool(self.segments)
+
+    @property
+    def layered(self) -> bool:
+        return self.array.ndim > self.image.GetDimension()
+
+    @property
+    def layers(self) -> int:
+        return self.array.shape[-1] if self.layered else 1
+
+    def mask(self, segment: Optional[_Segment]) -> np.ndarray:
+        if segment is None:
+            return np.zeros(self.array.shape[: self.image.GetDimension()], dtype=bool)
+        values = self.array[..., segment.layer] if self.layered else self.array
+        return values == segment.value
+
+    def find(self, name: str) -> Optional[_Segment]:
+        key = normalize_label_name(name)
+        for segment in self.segments:
+            if normalize_label_name(segment.name or "") == key:
+                return segment
+        return None
+
+    def segment_with_value(self, value: int) -> Optional[_Segment]:
+        for segment in self.segments:
+            if segment.value == value and segment.layer == 0:
+                return segment
+        return None
+
+    def values_present(self) -> List[int]:
+        return [int(v) for v in np.unique(self.array) if v != 0]
+
+
+def _case_name(path: str) -> str:
+    name = Path(path).name
+    return re.sub(r"(\.seg)?\.(nii\.gz|nii|nrrd|nhdr|mha|mhd|mrc)$", "", name, flags=re.IGNORECASE)
+
+
+def _read_labelmap(path: str) -> _Labelmap:
+    """Read a labelmap and, for ``.seg.nrrd``, its segment names, values and layers."""
+    import SimpleITK as sitk
+
+    if not Path(path).exists():
+        raise CaseError(f"Labelmap file '{path}' does not exist; check the path.")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise CaseError(f"Cannot read labelmap '{path}': {str(error).strip().splitlines()[-1]}. "
+                        "Save it as NIfTI (.nii.gz) or .seg.nrrd.") from error
+    dim = image.GetDimension()
+    array = sitk.GetArrayFromImage(image)
+    # SimpleITK gives (Z, Y, X[, components]); TransferSeg works in (X, Y, Z[, layers]).
+    order = tuple(range(dim))[::-1] + ((dim,) if array.ndim > dim else ())
+    array = np.ascontiguousarray(array.transpose(order))
+    if np.issubdtype(array.dtype, np.floating):
+        rounded = np.rint(array)
+        if array.size and np.abs(array - rounded).max() > 1e-3:
+            raise CaseError(f"'{path}' holds fractional values, not a labelmap; "
+                            "threshold probabilities into labels before evaluating.")
+        array = rounded.astype(np.int32)
+    layered = array.ndim > dim
+
+    segments: List[_Segment] = []
+    keys = set(reader.GetMetaDataKeys())
+    index = 0
+    while f"Segment{index}_Name" in keys or f"Segment{index}_ID" in keys:
+        name = reader.GetMetaData(f"Segment{index}_Name") if f"Segment{index}_Name" in keys \
+            else reader.GetMetaData(f"Segment{index}_ID")
+        value = int(reader.GetMetaData(f"Segment{index}_LabelValue")) if f"Segment{index}_LabelValue" in keys else 1
+        if f"Segment{index}_Layer" in keys:
+            layer = int(reader.GetMetaData(f"Segment{index}_Layer"))
+        else:
+            # Files from before Slicer 4.11 store one binary layer per segment.
+            layer = index if layered else 0
+        segments.append(_Segment(name.strip(), value, layer))
+        index += 1
+    return _Labelmap(str(path), image, array, segments)
+
+
+def _check_same_grid(pred: _Labelmap, ref: _Labelmap) -> None:
+    a, b = pred.image, ref.image
+    advice = ("Resample the prediction onto the reference grid (transferseg predict writes predictions "
+              "in the input image's own geometry).")
+
+    def differs(prop: str, got: Tuple[float, ...], expected: Tuple[float, ...]) -> CaseError:
+        return CaseError(f"Prediction '{pred.path}' and reference '{ref.path}' are not on the same grid: "
+                         f"{prop} {tuple(round(v, 5) for v in got)} vs {tuple(round(v, 5) for v in expected)}. {advice}")
+
+    if a.GetDimension() != b.GetDimension() or a.GetSize() != b.GetSize():
+        raise differs("size", a.GetSize(), b.GetSize())
+    if not np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4, atol=1e-5):
+        raise differs("spacing (mm)", a.GetSpacing(), b.GetSpacing())
+    if not np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4):
+        raise differs("direction", a.GetDirection(), b.GetDirection())
+    if not np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0, atol=0.01 * min(b.GetSpacing())):
+        raise differs("origin (mm)", a.GetOrigin(), b.GetOrigin())
+
+
+def _pairs_for_labels(pred: _Labelmap, ref: _Labelmap, labels: List[str]
+                      ) -> List[Tuple[str, Optional[_Segment], Optional[_Segment]]]:
+    """Requested classes: found by name in named labelmaps, as values 1..N in plain ones."""
+    pairs = []
+    for value, name in enumerate(labels, start=1):
+        ref_segment = ref.find(name) if ref.named else _Segment(name, value)
+        if ref_segment is None:
+            raise CaseError(f"Reference '{ref.path}' has no segment named '{name}' "
+                            f"(it has: {', '.join(s.name or '?' for s in ref.segments)}); check --labels.")
+        pred_segment = pred.find(name) if pred.named else _Segment(name, value)
+        pairs.append((name, pred_segment, ref_segment))
+    if pred.named and all(p is None for _, p, _ in pairs):
+        raise CaseError(f"Prediction '{pred.path}' has none of the segments {labels} "
+                        f"(it has: {', '.join(s.name or '?' for s in pred.segments)}); check --labels.")
+    return pairs
+
+
+def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[_Segment], Optional[_Segment]]]:
+    if pred.named and ref.named:
+        # The reference says which classes were annotated; extra predicted organs are not scored.
+        pairs = [(s.name or str(s.value), pred.find(s.name or ""), s) for s in ref.segments]
+        if all(p is None for _, p, _ in pairs):
+            raise CaseError(f"Prediction '{pred.path}' and reference '{ref.path}' have no segment names in common "
+                            f"(prediction: {[s.name for s in pred.segments]}, reference: {[s.name for s in ref.segments]}); "
+                            "pass --labels to choose classes.")
+        return pairs
+    named, plain = (pred, ref) if pred.named else (ref, pred)
+    if named.named:
+        if named.layers > 1:
+            raise CaseError(f"'{named.path}' has overlapping segments (several layers) and '{plain.path}' has no "
+                            "segment names, so classes cannot be matched by value; pass --labels.")
+        classes = [(s.name or str(s.value), s.value) for s in named.segments]
+        known = {value for _, value in classes}
+        classes += [(f"label_{v}", v) for v in plain.values_present() if v not in known]
+    else:
+        classes = [(f"label_{v}", v) for v in sorted(set(pred.values_present()) | set(ref.values_present()))]
+    pairs = []
+    for name, value in classes:
+        pred_segment = pred.segment_with_value(value) if pred.named else _Segment(name, value)
+        ref_segment = ref.segment_with_value(value) if ref.named else _Segment(name, value)
+        pairs.append((name, pred_segment, ref_segment))
+    return pairs
+
+
+def evaluate_files(prediction: str, reference: str, labels: Optional[List[str]] = None,
+                   tolerance_mm: float = 2.0) -> CaseMetrics:
+    """Metrics of a predicted labelmap against a reference labelmap on the same grid.
+
+    ``labels`` selects and names the classes: found by name in files with segment
+    names (``.seg.nrrd``), taken as label values 1..N in plain labelmaps. Without it,
+    the reference's segments are scored (named files) or every label value present
+    in either file (plain files). Distances are in mm from the reference spacing.
+    """
+    pred = _read_labelmap(str(prediction))
+    ref = _read_labelmap(str(reference))
+    _check_same_grid(pred, ref)
+    pairs = _pairs_for_labels(pred, ref, list(labels)) if labels else _default_pairs(pred, ref)
+    spacing = ref.image.GetSpacing()
+    classes = [class_metrics(pred.mask(p), ref.mask(r), spacing, tolerance_mm, label=name) for name, p, r in pairs]
+    return CaseMetrics(case=_case_name(str(reference)), classes=classes, tolerance_mm=tolerance_mm)
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    return float(value) if math.isfinite(value) else None
+
+
+def _json_metrics(values: Dict[str, float]) -> Dict[str, Any]:
+    """Metric values with infinities/NaN as null, and which ones were infinite."""
+    out: Dict[str, Any] = {k: _finite_or_none(v) for k, v in values.items()}
+    infinite = [k for k, v in values.items() if math.isinf(v)]
+    if infinite:
+        out["infinite"] = infinite
+    return out
+
+
+def _case_means(case: CaseMetrics) -> Dict[str, float]:
+    return {"dice": case.mean_dice, "iou": case.mean_iou, "hd95": case.mean_hd95, "assd": case.mean_assd,
+            "rvd": case.mean_rvd, "surface_dice": case.mean_surface_dice}
+
+
+def _means_by_label(metrics: List[CaseMetrics]) -> Dict[str, Dict[str, float]]:
+    """Per class label, the mean of each metric over the cases that have it."""
+    grouped: Dict[str, List[ClassMetrics]] = {}
+    for case in metrics:
+        for item in case.classes:
+            grouped.setdefault(item.label, []).append(item)
+    return {label: {f: float(np.mean([getattr(i, f) for i in items])) for f in _METRIC_FIELDS}
+            for label, items in grouped.items()}
+
+
+def metrics_to_json(metrics: List[CaseMetrics]) -> Dict[str, Any]:
+    """A JSON-ready dict (strict JSON: no NaN/Infinity tokens).
+
+    Infinite distances (one side empty) become ``null`` and are listed under
+    ``"infinite"``; ``"empty"`` says which side was empty.
+    """
+    cases = []
+    for case in metrics:
+        classes = []
+        for item in case.classes:
+            entry: Dict[str, Any] = {"label": item.label}
+            entry.update(_json_metrics({f: getattr(item, f) for f in _METRIC_FIELDS}))
+            entry.update({"ref_voxels": int(item.ref_voxels), "pred_voxels": int(item.pred_voxels),
+                          "empty": item.empty})
+            classes.append(entry)
+        cases.append({"case": case.case, "tolerance_mm": case.tolerance_mm, "classes": classes,
+                      "mean": _json_metrics(_case_means(case)) if case.classes else None})
+    return {
+        "format": "transferseg-metrics",
+        "version": 1,
+        "cases": cases,
+        "mean_by_label": {label: _json_metrics(values) for label, values in _means_by_label(metrics).items()},
+    }
+
+
+def _fmt(value: float, digits: int, signed: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def format_table(metrics: List[CaseMetrics]) -> str:
+    """A plain, aligned text table: one row per class, a mean row per case with several classes,
+    and per-class means when there are several cases."""
+    tolerances = {c.tolerance_mm for c in metrics if c.tolerance_mm is not None}
+    sd_header = f"SDice@{tolerances.pop():g}mm" if len(tolerances) == 1 else "SDice"
+    header = ["case", "class", "Dice", "IoU", "HD95 mm", "ASSD mm", "RVD", sd_header, "ref vox", "pred vox"]
+    rows: List[List[str]] = []
+
+    def metric_cells(values: Dict[str, float]) -> List[str]:
+        return [_fmt(values["dice"], 4), _fmt(values["iou"], 4), _fmt(values["hd95"], 2), _fmt(values["assd"], 2),
+                _fmt(values["rvd"], 3, signed=True), _fmt(values["surface_dice"], 4)]
+
+    for case in metrics:
+        for item in case.classes:
+            rows.append([case.case, item.label] + metric_cells({f: getattr(item, f) for f in _METRIC_FIELDS})
+                        + [str(item.ref_voxels), str(item.pred_voxels)])
+        if len(case.classes) > 1:
+            rows.append([case.case, "(mean)"] + metric_cells(_case_means(case)) + ["", ""])
+    if len(metrics) > 1:
+        for label, values in _means_by_label(metrics).items():
+            rows.append([f"mean of {len(metrics)} cases", label] + metric_cells(values) + ["", ""])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = []
+    for row in [header] + rows:
+        cells = [row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i]) for i in range(len(row))]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
