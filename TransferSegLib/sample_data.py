@@ -52,3 +52,21 @@ def restrict(case: Case, names) -> Case:
     """A copy of ``case`` that annotates only ``names`` (partial labels)."""
     return Case(image=case.image, label=case.label, label_names=dict(case.label_names),
                 annotated=list(names), region=case.region, name=case.name)
+
+
+#: The shipped default base model's partial labels: the TotalSegmentator example CT
+#: annotates abdominal structures, the chest CT lungs and bones; the liver is withheld
+#: everywhere, and the DICOM CT (the demo's held-out patient) is not used at all.
+DEFAULT_PRETRAINING_LABELS = {
+    "ts_ct": ["spleen", "kidney_right", "kidney_left", "gallbladder", "stomach", "pancreas", "small_bowel",
+              "duodenum", "colon", "aorta", "inferior_vena_cava", "portal_vein_and_splenic_vein", "vertebrae_T12",
+              "vertebrae_L1", "vertebrae_L2", "spinal_cord", "autochthon_left", "autochthon_right", "iliopsoas_left",
+              "iliopsoas_right", "costal_cartilages", "lung_lower_lobe_left", "lung_lower_lobe_right"],
+    "chest": ["right lung", "left lung", "thoracic vertebral column", "lumbar vertebral column", "ribs"],
+}
+
+
+def default_pretraining_cases():
+    """The partially labelled collection the shipped default base model was trained on."""
+    cases = sample_cases()
+    return [restrict(cases[name], labels) for name, labels in DEFAULT_PRETRAINING_LABELS.items()]

@@ -319,7 +319,8 @@ def train(
         if state.iteration % config.checkpoint_every == 0:
             save_last()
 
-    if val_cases and predict_fn is not None and not stopped_early:
+    validated_last = bool(state.history) and state.history[-1].get("iteration") == state.iteration
+    if val_cases and predict_fn is not None and not stopped_early and not validated_last:
         last_dice = validate(model, val_cases, labels, predict_fn)
         score = float(np.mean(list(last_dice.values()))) if last_dice else 0.0
         state.history.append({"iteration": state.iteration, "loss": loss_value, "dice": last_dice, "mean_dice": score})

@@ -8,12 +8,13 @@ def add_parser(sub) -> None:
     p.add_argument("--mode", choices=["partial-labels", "masked-reconstruction"], default="partial-labels")
     p.add_argument("--dataset", help="dataset.json (cases may carry 'annotated' lists: partial labels)")
     p.add_argument("--sample-data", action="store_true",
-                   help="use the shipped sample CTs (TotalSegmentator examples + chest CT) as the collection")
+                   help="the shipped default model's collection: TotalSegmentator example CT (abdomen) + chest CT (lungs, bones), partial labels")
     p.add_argument("--image", action="append", default=[], help="image (masked-reconstruction, or with --label)")
     p.add_argument("--label", action="append", default=[], help="labelmap paired with --image")
     p.add_argument("--labels", default="", help="classes to learn NAME[,NAME] (default: union of what the cases annotate)")
     p.add_argument("--exclude", default="", help="classes to withhold NAME[,NAME] (kept new for later fine-tuning)")
     p.add_argument("--output", required=True, help="base model folder to write")
+    p.add_argument("--name", default="", help="model name (default: the output folder name)")
     p.add_argument("--time-budget", type=float, default=None)
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
@@ -51,10 +52,9 @@ def run(args) -> int:
     if args.dataset:
         cases.extend(cases_from_manifest(args.dataset)[0])
     if args.sample_data:
-        from ..sample_data import sample_cases
+        from ..sample_data import default_pretraining_cases
 
-        shipped = sample_cases()
-        cases.extend([shipped["ts_ct"], shipped["ts_dicom"], shipped["chest"]])
+        cases.extend(default_pretraining_cases())
     if not cases:
         raise CaseError("No pretraining cases: give --dataset, --image/--label pairs or --sample-data.")
     budget = args.time_budget if args.time_budget or args.iterations else 600.0
@@ -63,7 +63,7 @@ def run(args) -> int:
                          seed=args.seed, device=args.device)
     result = pretrain_partial_labels(cases, args.output, config, labels=labels or None, exclude=exclude,
                                      patch_size=tuple(args.patch_size) if args.patch_size else None,
-                                     reporter=printer, name=Path(args.output).name)
+                                     reporter=printer, name=args.name or Path(args.output).name)
     printer.close()
     print(f"base model written to {result.model_dir} ({result.iterations} iterations)")
     return 0

@@ -1,0 +1,179 @@
+"""The Slicer module's panel: the .ui contract, and the module file importing and setting up.
+
+Slicer itself cannot run here, so the module is imported under a stand-in for the
+application layer (``fake_slicer_app``) and the .ui file is loaded with PySide6's
+QUiLoader. Together they catch the mistakes that otherwise only show in a user's
+Slicer: a widget renamed in one place, a syntax error, a bad import, a parameter
+bound to nothing.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import typing
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import fake_slicer_app
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = ROOT / "TransferSeg" / "TransferSeg.py"
+UI = ROOT / "Resources" / "UI" / "TransferSeg.ui"
+
+# Naming convention of the panel → the class each widget must have.
+SUFFIX_CLASSES = [
+    ("CollapsibleButton", "ctkCollapsibleButton"), ("Button", "QPushButton"), ("Selector", "qMRMLNodeComboBox"),
+    ("ComboBox", "QComboBox"), ("Table", "QTableWidget"), ("List", "QListWidget"), ("ProgressBar", "QProgressBar"),
+    ("SpinBox", "QSpinBox"), ("LineEdit", "QLineEdit"), ("CheckBox", "QCheckBox"), ("Label", "QLabel"),
+    ("Widget", "QWidget"),
+]
+SLICER_ONLY = {"ctkCollapsibleButton", "qMRMLNodeComboBox", "qMRMLWidget"}
+
+
+def ui_widgets():
+    root = ET.parse(UI).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def used_names():
+    source = MODULE.read_text(encoding="utf-8")
+    return sorted(set(re.findall(r"\bui\.([A-Za-z_]\w*)", source)))
+
+
+def expected_class(name):
+    for suffix, cls in SUFFIX_CLASSES:
+        if name.endswith(suffix):
+            return cls
+    return None
+
+
+def test_every_widget_the_module_uses_exists_in_the_ui_with_the_expected_class():
+    widgets = ui_widgets()
+    names = used_names()
+    assert len(names) > 20, "the pattern no longer finds the widget names the module uses"
+    missing = [n for n in names if n not in widgets]
+    assert not missing, f"TransferSeg.py uses widgets missing from {UI.name}: {missing}"
+    wrong = {n: widgets[n].get("class") for n in names if expected_class(n) and widgets[n].get("class") != expected_class(n)}
+    assert not wrong, f"widgets whose class does not match their name: {wrong}"
+
+
+def test_workflow_sections_appear_in_order():
+    root = ET.parse(UI).getroot()
+    sections = [w.findtext("property[@name='text']/string") for w in root.iter("widget")
+                if w.get("class") == "ctkCollapsibleButton"]
+    assert [s.split(".")[0] for s in sections] == ["1", "2", "3", "4", "5"]
+    assert "Base model" in sections[0] and "Predict" in sections[3] and "Review" in sections[4]
+
+
+def test_node_selectors_follow_the_scene_and_filter_the_right_nodes():
+    root = ET.parse(UI).getroot()
+    widgets = ui_widgets()
+    receivers = {c.findtext("receiver") for c in root.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    selectors = {n for n, w in widgets.items() if w.get("class") == "qMRMLNodeComboBox"}
+    assert selectors and selectors <= receivers, f"selectors without the scene: {selectors - receivers}"
+    for name in selectors:
+        types_ = [s.text for s in widgets[name].iter("string") if s.text and s.text.startswith("vtkMRML")]
+        wanted = "vtkMRMLSegmentationNode" if "Segmentation" in name else "vtkMRMLScalarVolumeNode"
+        assert types_ == [wanted], f"{name} lists {types_}"
+
+
+def test_ui_loads_with_pyside_quiloader_offscreen():
+    pytest.importorskip("PySide6", reason="PySide6-Essentials is in the test extra")
+    names = used_names()
+    script = textwrap.dedent(f"""
+        import sys
+        from PySide6.QtCore import QFile
+        from PySide6.QtUiTools import QUiLoader
+        from PySide6.QtWidgets import QApplication, QWidget
+        app = QApplication([])
+        loader = QUiLoader()
+        handle = QFile({str(UI)!r}); handle.open(QFile.ReadOnly)
+        root = loader.load(handle)
+        if root is None:
+            sys.exit("QUiLoader failed: " + loader.errorString())
+        for name in {names!r}:
+            child = root.findChild(QWidget, name)
+            print(name, child.metaObject().className() if child is not None else "MISSING")
+    """)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = dict(line.split() for line in done.stdout.splitlines())
+    widgets = ui_widgets()
+    assert set(loaded) == set(names)
+    for name, cls in loaded.items():
+        declared = widgets[name].get("class")
+        # Slicer's own widgets are unknown to plain Qt: QUiLoader builds their QWidget base.
+        assert cls == (("QWidget",) if declared in SLICER_ONLY else (declared,))[0], (name, cls, declared)
+
+
+def test_module_calls_slicer_util_not_the_copies_only_slicer_core_has():
+    allowed = r"util|modules|app|mrmlScene|vtk\w*|qMRML\w*|packaging|ScriptedLoadableModule|parameterNodeWrapper|i18n|selfTests"
+    pattern = re.compile(rf"(?<![\w/.])slicer\.(?!(?:{allowed})\b)(\w+)")
+    offenders = {}
+    for path in [MODULE] + sorted((ROOT / "TransferSegLib").glob("scene*.py")):
+        found = sorted(set(pattern.findall(path.read_text(encoding="utf-8"))))
+        if found:
+            offenders[path.name] = found
+    assert not offenders, f"use slicer.util.<name> (real Slicer has no slicer.<name>): {offenders}"
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.syspath_prepend(str(MODULE.parent))
+    with fake_slicer_app.stand_in(str(MODULE)) as app:
+        yield app
+
+
+def test_module_imports_and_sets_up_under_a_stand_in_slicer(stand_in):
+    import TransferSeg
+
+    module = TransferSeg.TransferSeg(fake_slicer_app.Anything("module parent"))
+    assert module.parent.title == "TransferSeg"
+    widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
+    widget.setup()
+
+    assert widget.ui.startButton.connections and widget.ui.predictButton.connections
+    assert "cpu" in [data for _, data in widget.ui.deviceComboBox.items]
+    assert widget.ui.startButton.text == "Start fine-tuning" and not widget.ui.startButton.enabled  # no cases yet
+    assert widget.ui.caseCountLabel.text == "No training cases yet."
+    assert not stand_in.messages, stand_in.messages  # no error dialog during set-up
+    with pytest.raises(AttributeError, match="no widget named 'noSuchButton'"):
+        widget.ui.noSuchButton
+
+
+def test_every_bound_widget_matches_its_parameter_type(stand_in):
+    import TransferSeg
+
+    parameters = TransferSeg.TransferSegParameterNode._annotations
+    bound = {w.findtext("property[@name='SlicerParameterName']/string"): w for w in ui_widgets().values()
+             if w.find("property[@name='SlicerParameterName']") is not None}
+    assert len(bound) >= 10
+    compatible = {"QComboBox": str, "QSpinBox": int, "QCheckBox": bool, "QLineEdit": str}
+    for parameter, widget in bound.items():
+        assert parameter in parameters, f"{widget.get('name')} is bound to unknown parameter '{parameter}'"
+        kind = parameters[parameter]
+        base = typing.get_args(kind)[0] if typing.get_origin(kind) is typing.Annotated else kind
+        cls = widget.get("class")
+        if cls == "qMRMLNodeComboBox":
+            node_type = [s.text for s in widget.iter("string") if s.text and s.text.startswith("vtkMRML")][0]
+            assert base.__name__ == node_type, (parameter, base, node_type)
+        else:
+            assert compatible[cls] is base, (parameter, cls, base)
+    choices = [a for a in typing.get_args(parameters["strategy"])[1:] if isinstance(a, fake_slicer_app.Choice)]
+    assert choices and "last-layers" in choices[0].args[0]  # a QComboBox bound to str needs Choice
+
+
+def test_module_loads_in_a_slicer_without_torch_or_monai(stand_in, monkeypatch):
+    for name in ("torch", "monai"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails, find_spec says "not installed"
+    import TransferSeg
+
+    widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
+    widget.setup()
+    assert widget.ui.dependenciesWidget.visible  # offers to install instead of failing
+    assert {"torch", "monai"} <= set(widget.logic.missing_dependencies())

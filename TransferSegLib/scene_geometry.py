@@ -1,0 +1,165 @@
+"""Volume nodes ⇄ SimpleITK images with exact geometry (part of the Slicer scene bridge).
+
+Slicer keeps a volume as voxels plus an IJK→RAS matrix; files and the engine use
+ITK's LPS origin, spacing and direction. A fine-tuned model is only as good as the
+alignment of image and labels, so the conversion is exact both ways (oblique and
+anisotropic grids included) and anything that would silently move voxels (a parent
+transform, a vector volume) is refused with a message saying what to do.
+
+Imports ``slicer``; only the ``scene*`` modules may.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from .errors import CaseError
+
+# RAS (Slicer) ⇄ LPS (ITK, DICOM, NIfTI readers) flips the first two axes.
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Grid:
+    """A voxel grid in LPS: what two images must share for their voxels to correspond.
+
+    ``size`` and ``spacing`` are (x, y, z); ``direction`` is the 3×3 matrix whose
+    columns are the directions of the i, j, k axes (SimpleITK's row-major order).
+    """
+
+    size: Tuple[int, int, int]
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float]
+    direction: Tuple[float, ...]
+
+    @classmethod
+    def from_image(cls, image: sitk.Image) -> "Grid":
+        return cls(tuple(int(v) for v in image.GetSize()), tuple(image.GetSpacing()),
+                   tuple(image.GetOrigin()), tuple(image.GetDirection()))
+
+    @classmethod
+    def from_ijk_to_ras(cls, matrix: np.ndarray, size: Tuple[int, int, int]) -> "Grid":
+        linear = np.asarray(matrix, float)[:3, :3]
+        spacing = np.linalg.norm(linear, axis=0)
+        if np.any(spacing <= 0):
+            raise CaseError("A volume has a zero spacing in its IJK-to-RAS matrix; its geometry is broken.")
+        direction = _RAS_TO_LPS @ (linear / spacing)
+        origin = _RAS_TO_LPS @ np.asarray(matrix, float)[:3, 3]
+        return cls(tuple(int(v) for v in size), tuple(float(v) for v in spacing),
+                   tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel()))
+
+    def ijk_to_ras(self) -> np.ndarray:
+        matrix = np.eye(4)
+        direction = np.asarray(self.direction, float).reshape(3, 3)
+        matrix[:3, :3] = _RAS_TO_LPS @ direction * np.asarray(self.spacing, float)
+        matrix[:3, 3] = _RAS_TO_LPS @ np.asarray(self.origin, float)
+        return matrix
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def matches(self, other: "Grid", tolerance: float = 1e-4) -> bool:
+        """Same voxels in the same places (relative to the voxel size for origins)."""
+        if self.size != other.size:
+            return False
+        spacing = np.asarray(self.spacing)
+        if not np.allclose(spacing, other.spacing, rtol=tolerance, atol=0):
+            return False
+        if not np.allclose(self.direction, other.direction, atol=tolerance):
+            return False
+        return bool(np.all(np.abs(np.subtract(self.origin, other.origin)) <= tolerance * 10 * spacing.min()))
+
+    def describe(self) -> str:
+        size = "×".join(str(v) for v in self.size)
+        spacing = "×".join(f"{v:.3g}" for v in self.spacing)
+        return f"{size} voxels of {spacing} mm"
+
+
+def _ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def check_untransformed(node) -> None:
+    """Refuse nodes under a transform: their voxels are not where their matrix says."""
+    if node.GetParentTransformNode() is not None:
+        raise CaseError(
+            f"'{node.GetName()}' is under the transform '{node.GetParentTransformNode().GetName()}'. "
+            f"Harden it first (Data module: right-click the node, 'Harden transform') so that "
+            f"the saved voxels are where you see them."
+        )
+
+
+def volume_grid(volume) -> Grid:
+    """The grid of a scalar volume node (its voxels as stored, without transforms)."""
+    image_data = volume.GetImageData() if volume is not None else None
+    if image_data is None:
+        name = volume.GetName() if volume is not None else "(none)"
+        raise CaseError(f"The volume '{name}' has no voxels loaded. Load the image again, then retry.")
+    return Grid.from_ijk_to_ras(_ijk_to_ras(volume), image_data.GetDimensions())
+
+
+def check_scalar(volume) -> None:
+    """Refuse color and vector volumes: the models read one intensity per voxel."""
+    if volume is None:
+        raise CaseError("No volume was selected.")
+    if volume.IsA("vtkMRMLVectorVolumeNode") or (
+        volume.GetImageData() is not None and volume.GetImageData().GetNumberOfScalarComponents() != 1
+    ):
+        raise CaseError(
+            f"'{volume.GetName()}' is a color or vector volume; segmentation models need a grayscale "
+            f"scalar volume (e.g. the CT or MR series itself)."
+        )
+
+
+def image_from_volume(volume) -> sitk.Image:
+    """A copy of a scalar volume node as a SimpleITK image with the same geometry (LPS)."""
+    check_scalar(volume)
+    check_untransformed(volume)
+    grid = volume_grid(volume)
+    voxels = np.array(slicer.util.arrayFromVolume(volume), copy=True)  # (k, j, i)
+    return grid.apply_to(sitk.GetImageFromArray(voxels))
+
+
+def volume_from_image(image: sitk.Image, name: str, labelmap: bool = False):
+    """A new volume node holding ``image`` with its exact geometry."""
+    voxels = sitk.GetArrayFromImage(image)  # (k, j, i)
+    if voxels.dtype == np.bool_ or voxels.dtype == np.int64 or voxels.dtype == np.uint64:
+        voxels = voxels.astype(np.int32 if not labelmap else np.uint16)
+    node_class = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    matrix = Grid.from_image(image).ijk_to_ras()
+    return slicer.util.addVolumeFromArray(np.ascontiguousarray(voxels), ijkToRAS=matrix, name=name,
+                                          nodeClassName=node_class)
+
+
+def reference_grid(segmentation) -> Optional[Grid]:
+    """The grid a segmentation was drawn on (its reference image geometry), if it has one."""
+    converter = slicer.vtkSegmentationConverter
+    text = segmentation.GetSegmentation().GetConversionParameter(
+        converter.GetReferenceImageGeometryParameterName()
+    )
+    if not text:
+        reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+        return volume_grid(reference) if reference is not None and reference.GetImageData() is not None else None
+    geometry = slicer.vtkOrientedImageData()
+    if not converter.DeserializeImageGeometry(text, geometry):
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    geometry.GetImageToWorldMatrix(matrix)
+    extent = geometry.GetExtent()
+    # The reference extent may start anywhere; move the origin to its first voxel.
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix)
+    start = np.array([extent[0], extent[2], extent[4], 1.0])
+    ijk_to_ras[:3, 3] = (ijk_to_ras @ start)[:3]
+    size = (extent[1] - extent[0] + 1, extent[3] - extent[2] + 1, extent[5] - extent[4] + 1)
+    if min(size) <= 0:
+        return None
+    return Grid.from_ijk_to_ras(ijk_to_ras, size)
