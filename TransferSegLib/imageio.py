@@ -197,7 +197,7 @@ def read_labelmap(path: str, reference: Optional[sitk.Image] = None) -> LabelIma
         out = sitk.GetImageFromArray(array.astype(np.uint16 if array.max() > 255 else np.uint8))
         out.CopyInformation(image)
         label = LabelImage(out, {}, {}, str(path))
-    if reference is not None and label.image.GetSize() != reference.GetSize():
+    if reference is not None and _is_seg_nrrd(path) and label.image.GetSize() != reference.GetSize():
         label.image = _pad_subgrid(label.image, reference, path)
     return label
 
