@@ -1,0 +1,73 @@
+"""Making base models: partial-label pretraining, self-supervised pretraining, and using them."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from TransferSegLib.cases import Case
+from TransferSegLib.errors import CaseError
+from TransferSegLib.finetune import FinetuneSpec, build_target_model, run_finetune
+from TransferSegLib.base_model import resolve_base_model
+from TransferSegLib.pretrain import (
+    MaskedReconstructionConfig, pretrain_masked_reconstruction, pretrain_partial_labels, union_labels,
+)
+from TransferSegLib.train import TrainConfig
+
+
+def _case(tmp_path, name, values):
+    rng = np.random.default_rng(len(name))
+    img = rng.normal(0, 20, (16, 24, 24)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[2:8, 4:12, 4:12] = 1
+    lab[9:14, 12:20, 12:20] = 2
+    img += lab * 80.0
+    for path, arr in ((tmp_path / f"{name}_img.nii.gz", img), (tmp_path / f"{name}_lab.nii.gz", lab)):
+        im = sitk.GetImageFromArray(arr)
+        im.SetSpacing((3.0, 3.0, 3.0))
+        sitk.WriteImage(im, str(path))
+    return Case(image=str(tmp_path / f"{name}_img.nii.gz"), label=str(tmp_path / f"{name}_lab.nii.gz"),
+                label_names={1: values[0], 2: values[1]}, annotated=values[2], name=name)
+
+
+def test_union_labels_withholds_excluded_classes():
+    cases = [Case(image="a", label_names={1: "spleen", 2: "liver"}), Case(image="b", label_names={1: "Right Lung"}, annotated=["Right Lung"])]
+    assert union_labels(cases, exclude=["liver"]) == ["spleen", "Right Lung"]
+    with pytest.raises(CaseError):
+        union_labels([Case(image="a", label_names={1: "liver"})], exclude=["liver"])
+
+
+def test_partial_label_pretraining_writes_a_base_model_that_fine_tuning_can_start_from(tmp_path):
+    # Case a annotates only spleen, case b only kidney: each case's other class is unknown, not background.
+    a = _case(tmp_path, "a", ("spleen", "liver", ["spleen"]))
+    b = _case(tmp_path, "b", ("liver", "kidney", ["kidney"]))
+    config = TrainConfig(iterations=4, time_budget=None, val_every=1000, patience=0, device="cpu")
+    result = pretrain_partial_labels([a, b], str(tmp_path / "base"), config, exclude=["liver"], patch_size=(16, 16, 16))
+    meta = json.loads((result.model_dir / "model.json").read_text())
+    assert meta["labels"] == ["background", "spleen", "kidney"]
+    base = resolve_base_model(str(result.model_dir))
+    assert base.labels == ["background", "spleen", "kidney"]
+    model, _, info = build_target_model(base, ["background", "liver", "kidney"], "last-layers", 0)
+    assert info["kept"] == ["background", "kidney"] and info["new"] == ["liver"]
+    pretrained = torch.load(result.model_dir / "model.pt", weights_only=True)
+    key = "input_block.conv1.conv.weight"
+    assert torch.equal(model.state_dict()[key], pretrained[key])
+
+
+def test_masked_reconstruction_gives_an_encoder_only_base_model(tmp_path):
+    a = _case(tmp_path, "a", ("x", "y", None))
+    config = MaskedReconstructionConfig(patch_size=(16, 16, 16), iterations=3, device="cpu")
+    out = pretrain_masked_reconstruction([a.image], str(tmp_path / "ssl"), config)
+    base = resolve_base_model(str(out))
+    assert base.encoder_only and base.labels == []
+    model, _, info = build_target_model(base, ["background", "organ"], "decoder", 0)
+    assert info["transfer"] == "encoder weights"
+    pretrained = torch.load(out / "model.pt", weights_only=True)
+    assert torch.equal(model.state_dict()["input_block.conv1.conv.weight"], pretrained["input_block.conv1.conv.weight"])
+    assert model.state_dict()["output_block.conv.conv.weight"].shape[0] == 2
+    spec = FinetuneSpec(base=str(out), cases=[_case(tmp_path, "c", ("organ", "other", None))], labels=["organ"],
+                        strategy="decoder", output=str(tmp_path / "ft"), train=TrainConfig(iterations=2, time_budget=None, device="cpu", val_every=1000, patience=0),
+                        patch_size=(16, 16, 16))
+    assert run_finetune(spec).iterations == 2
