@@ -1,7 +1,10 @@
 """Terminal progress for long work: one updating line with percent, ETA, loss and Dice.
 
 Fed with the same events the job worker writes to events.jsonl, so the foreground
-command, ``job watch`` and the Slicer panel all show the same figures.
+command, ``job watch`` and the Slicer panel all show the same figures. Used as a
+``Reporter`` (``event(kind, **fields)``) in-process, or with ``show(event)`` for
+events read back from a job folder. No tqdm: the line is rebuilt from each event,
+so a watcher that attaches late shows the right figures at once.
 """
 
 import sys
@@ -20,23 +23,29 @@ def _duration(seconds: Optional[float]) -> str:
 def format_progress(fields: Dict[str, Any], last_dice: Optional[float]) -> str:
     """'[#####-----]  52.5% it 21/40 loss 0.5625 dice 0.69 ETA 00:21 (0.90 it/s)'."""
     percent = float(fields.get("percent") or 0.0)
-    filled = int(round(percent / 5))
+    filled = max(0, min(20, int(round(percent / 5))))
     total = fields.get("total_iterations")
     it = f"it {fields.get('iteration', 0)}" + (f"/{total}" if total else "")
     loss = fields.get("loss")
     parts = [f"[{'#' * filled}{'-' * (20 - filled)}] {percent:5.1f}%", it]
-    if loss is not None:
+    if isinstance(loss, (int, float)):
         parts.append(f"loss {loss:.4f}")
     if last_dice is not None:
         parts.append(f"val dice {last_dice:.3f}")
     parts.append(f"ETA {_duration(fields.get('eta_s'))}")
     if fields.get("its_per_s"):
         parts.append(f"({fields['its_per_s']:.2f} it/s)")
+    if fields.get("peak_gpu_memory_gb") is not None:
+        parts.append(f"GPU {fields['peak_gpu_memory_gb']:.1f} GB")
     return "  ".join(parts)
 
 
 class ProgressPrinter:
-    """A Reporter that renders events on a terminal (a plain log when not a TTY)."""
+    """A Reporter that renders events on a terminal (a plain log when not a TTY).
+
+    On a TTY progress rewrites one line; elsewhere (a log file, CI) one progress
+    line in ``min_interval_lines`` is printed, plus the last one.
+    """
 
     def __init__(self, stream: Optional[TextIO] = None, min_interval_lines: int = 10) -> None:
         self.stream = stream or sys.stderr
@@ -44,7 +53,7 @@ class ProgressPrinter:
         self.last_dice: Optional[float] = None
         self._open_line = False
         self._count = 0
-        self._every = min_interval_lines
+        self._every = max(1, min_interval_lines)
 
     def _line(self, text: str, transient: bool = False) -> None:
         if self.tty and transient:
@@ -57,6 +66,15 @@ class ProgressPrinter:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """A line of the caller's own (job folder, stop requests) between the events."""
+        self._line(text)
+
+    def show(self, event: Dict[str, Any]) -> None:
+        """Render one event as read from events.jsonl."""
+        fields = {k: v for k, v in event.items() if k not in ("kind", "time")}
+        self.event(str(event.get("kind", "")), **fields)
+
     def event(self, kind: str, **fields: Any) -> None:
         if kind == "progress":
             self._count += 1
@@ -64,17 +82,33 @@ class ProgressPrinter:
                 self._line(format_progress(fields, self.last_dice), transient=True)
         elif kind == "validation":
             self.last_dice = fields.get("mean_dice")
-            dice = ", ".join(f"{k} {v:.3f}" for k, v in (fields.get("dice") or {}).items())
+            dice = ", ".join(f"{k} {v:.3f}" for k, v in (fields.get("dice") or {}).items() if isinstance(v, (int, float)))
             self._line(f"validation at iteration {fields.get('iteration')}: {dice}")
         elif kind == "started":
-            self._line(f"training on {fields.get('device_name', fields.get('device'))}: {len(fields.get('cases', []))} case(s), "
-                       f"labels {', '.join(fields.get('labels', [])[1:])}, strategy {fields.get('strategy')}, base {fields.get('base')}")
+            memory = f", {fields['memory_gb']} GB" if fields.get("memory_gb") else ""
+            self._line(f"training on {fields.get('device_name', fields.get('device'))}{memory}: "
+                       f"{len(fields.get('cases', []))} case(s), labels {', '.join(fields.get('labels', [])[1:])}, "
+                       f"strategy {fields.get('strategy')}, base {fields.get('base')}")
         elif kind == "warning":
             self._line(f"warning: {fields.get('message')}")
         elif kind == "error":
-            self._line(f"error: {fields.get('message')}" + (f"\n  hint: {fields['hint']}" if fields.get("hint") else ""))
+            text = f"error: {fields.get('message')}"
+            if fields.get("hint"):
+                text += f"\n  hint: {fields['hint']}"
+            for line in fields.get("stderr_tail") or []:
+                text += f"\n  | {line}"
+            self._line(text)
+        elif kind == "cancelled":
+            text = f"cancelled: {fields.get('message') or 'stopped'}"
+            if fields.get("hint"):
+                text += f"\n  {fields['hint']}"
+            self._line(text)
         elif kind == "finished":
-            self._line(f"finished: model {fields.get('model')}")
+            dice = ""
+            metrics = fields.get("metrics") or {}
+            if isinstance(metrics.get("best_mean_dice"), (int, float)):
+                dice = f" (best validation Dice {metrics['best_mean_dice']:.3f})"
+            self._line(f"finished: model {fields.get('model')}{dice}")
 
     def close(self) -> None:
         if self._open_line:

@@ -59,11 +59,10 @@ def run(args) -> int:
         raise CaseError("Give held-out --test-image/--test-label pairs or --leave-one-out.")
     config = TrainConfig(time_budget=None if args.iterations else args.time_budget, iterations=args.iterations,
                          val_every=args.val_every, patience=0)
-    if args.patch_size:
-        config.patch_size = tuple(args.patch_size)
     spec = ExperimentSpec(name=args.name, pool=pool, test_cases=tests, labels=labels, output=args.output,
                           base=args.base, strategies=_split(args.strategies), sizes=[int(s) for s in _split(args.sizes)],
-                          repeats=args.repeats, train=config, seed=args.seed, device=args.device, folds=folds)
+                          repeats=args.repeats, train=config, seed=args.seed, device=args.device, folds=folds,
+                          patch_size=tuple(args.patch_size) if args.patch_size else None)
 
     def on_run(result, skipped):
         state = "skipped (done)" if skipped else f"{result.train_seconds:.0f} s"

@@ -42,6 +42,8 @@ def add_parser(sub) -> None:
     p.add_argument("--offline", action="store_true", help="never download; use cached models only")
     p.add_argument("--job-dir", help="job folder (default: a new one under ~/.transferseg/jobs)")
     p.add_argument("--detach", action="store_true", help="start the job in the background and return")
+    p.add_argument("--processes", type=int, default=1,
+                   help="data-parallel processes through torchrun (one per GPU; needs --iterations)")
     p.add_argument("--in-process", action="store_true", help="train in this process (no worker, no job folder)")
     p.set_defaults(func=run)
 
@@ -120,6 +122,7 @@ def run(args) -> int:
     from ..jobs.spec import JobSpec
 
     job_spec = JobSpec.from_finetune_spec(spec)
+    job_spec.processes = max(1, int(args.processes))
     if args.detach:
         job = start_job(job_spec, args.job_dir)
         print(f"started job {job.directory} (pid {job.pid}); follow it with 'transferseg job watch {job.directory}'")

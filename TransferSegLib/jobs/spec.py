@@ -1,0 +1,244 @@
+"""``spec.json``: what a fine-tuning job must do, as plain versioned JSON.
+
+The spec is written by one program (the command line, the Slicer panel) and read
+by another (the worker, possibly a newer or older TransferSeg on another machine),
+so it is strict: an unknown field is an error naming the field, not something
+silently ignored, and a spec from a newer version is refused with a clear message.
+Importing this module does not import torch.
+"""
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from ..errors import CaseError, JobError, ModelError, TransferSegError
+from .layout import now_iso
+
+SPEC_VERSION = 1
+TASKS = ("finetune",)
+STRATEGIES = ("scratch", "full", "decoder", "last-layers", "staged")
+CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name")
+
+
+def _case_dict(case: Any, where: str) -> Dict[str, Any]:
+    """A case as the plain dict spec.json holds; accepts a ``cases.Case`` or a dict."""
+    if hasattr(case, "to_dict"):
+        case = case.to_dict()
+    if not isinstance(case, dict):
+        raise JobError(f"{where} must be an object with 'image' and 'label', got {case!r}.")
+    unknown = sorted(set(case) - set(CASE_FIELDS))
+    if unknown:
+        raise JobError(f"{where}: unknown field '{unknown[0]}'; a case has the fields {', '.join(CASE_FIELDS)}.")
+    if not case.get("image"):
+        raise JobError(f"{where} has no 'image'.")
+    names = case.get("label_names") or {}
+    try:
+        names = {str(int(k)): str(v) for k, v in names.items()}
+    except (AttributeError, ValueError) as exc:
+        raise JobError(f"{where}.label_names must map label values to names, got {names!r}.") from exc
+    return {
+        "image": str(case["image"]),
+        "label": str(case["label"]) if case.get("label") else None,
+        "label_names": names,
+        "annotated": list(case["annotated"]) if case.get("annotated") is not None else None,
+        "region": str(case["region"]) if case.get("region") else None,
+        "name": str(case.get("name") or ""),
+    }
+
+
+def _train_dict(train: Any) -> Dict[str, Any]:
+    """Training settings as a plain dict; checked against ``TrainConfig`` only when torch is around.
+
+    The front end may run without torch (a plain Slicer before dependencies are
+    installed), so the authoritative check is the worker's ``to_finetune_spec``.
+    """
+    if hasattr(train, "to_dict"):
+        train = train.to_dict()
+    if train is None:
+        return {}
+    if not isinstance(train, dict):
+        raise JobError(f"'train' must be an object of training settings, got {train!r}.")
+    data = dict(train)
+    if data.get("patch_size") is not None:
+        data["patch_size"] = [int(v) for v in data["patch_size"]]
+    return data
+
+
+@dataclass
+class JobSpec:
+    """One fine-tuning job. ``device`` and ``seed`` are also kept in ``train`` (they must agree)."""
+
+    base: str = "default"
+    cases: List[Dict[str, Any]] = field(default_factory=list)
+    labels: List[str] = field(default_factory=list)
+    strategy: str = "last-layers"
+    output: str = ""
+    train: Dict[str, Any] = field(default_factory=dict)
+    val_cases: List[Dict[str, Any]] = field(default_factory=list)
+    device: Optional[str] = None
+    seed: Optional[int] = None
+    name: str = ""
+    recipe: Optional[Dict[str, Any]] = None
+    patch_size: Optional[List[int]] = None
+    offline: bool = False
+    processes: int = 1  # data-parallel processes (one per GPU) started through torchrun
+    task: str = "finetune"
+    version: int = SPEC_VERSION
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise JobError(f"Unknown task '{self.task}': this TransferSeg runs {', '.join(TASKS)} jobs.")
+        if not isinstance(self.version, int) or self.version < 1:
+            raise JobError(f"'version' must be a positive integer, got {self.version!r}.")
+        if self.version > SPEC_VERSION:
+            raise JobError(
+                f"The job spec has version {self.version} but this TransferSeg reads up to version {SPEC_VERSION}: "
+                f"update TransferSeg on the machine running the job."
+            )
+        if self.strategy not in STRATEGIES:
+            raise JobError(f"Unknown strategy '{self.strategy}': use one of {', '.join(STRATEGIES)}.")
+        self.base = str(self.base)
+        self.cases = [_case_dict(c, f"cases[{i}]") for i, c in enumerate(self.cases or [])]
+        self.val_cases = [_case_dict(c, f"val_cases[{i}]") for i, c in enumerate(self.val_cases or [])]
+        self.labels = [str(n) for n in (self.labels or [])]
+        self.train = _train_dict(self.train)
+        # Top-level device/seed win over the train settings; either may be given.
+        self.device = str(self.device or self.train.get("device") or "auto")
+        self.seed = int(self.seed if self.seed is not None else self.train.get("seed", 0) or 0)
+        self.train["device"], self.train["seed"] = self.device, self.seed
+        if hasattr(self.recipe, "to_dict"):
+            self.recipe = self.recipe.to_dict()  # type: ignore[union-attr]
+        if self.patch_size is not None:
+            self.patch_size = [int(v) for v in self.patch_size]
+            if len(self.patch_size) != 3:
+                raise JobError(f"'patch_size' must be three numbers (x, y, z), got {self.patch_size}.")
+        self.output = str(self.output or "")
+        if not isinstance(self.processes, int) or self.processes < 1:
+            raise JobError(f"'processes' must be a whole number of at least 1, got {self.processes!r}.")
+        self.created = self.created or now_iso()
+
+    # --- JSON -----------------------------------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: str = "spec.json") -> "JobSpec":
+        """Parse ``data``; an unknown or misspelled field is a ``JobError`` naming it."""
+        if not isinstance(data, dict):
+            raise JobError(f"{source} must hold a JSON object, got {type(data).__name__}.")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise JobError(
+                f"{source}: unknown field '{unknown[0]}'" + (f" (and {', '.join(unknown[1:])})" if unknown[1:] else "")
+                + f". Known fields: {', '.join(known)}. Check the spelling, or update TransferSeg if the spec is newer."
+            )
+        try:
+            return cls(**data)
+        except JobError as exc:
+            raise JobError(f"{source}: {exc}") from exc
+        except TypeError as exc:
+            raise JobError(f"{source}: {exc}") from exc
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write atomically: a reader never sees half a spec."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "JobSpec":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise JobError(f"Cannot read the job spec '{path}': {exc}.") from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise JobError(f"The job spec '{path}' is not valid JSON: {exc}.") from exc
+        return cls.from_dict(data, source=str(path))
+
+    # --- the engine's view ------------------------------------------------------------------
+
+    @classmethod
+    def from_finetune_spec(cls, spec: Any) -> "JobSpec":
+        """A job spec from the engine's ``FinetuneSpec`` (what ``transferseg finetune`` parses)."""
+        recipe = spec.recipe.to_dict() if getattr(spec, "recipe", None) is not None else None
+        patch = list(spec.patch_size) if getattr(spec, "patch_size", None) else None
+        return cls(
+            base=spec.base, cases=list(spec.cases), labels=list(spec.labels), strategy=spec.strategy,
+            output=str(spec.output), train=spec.train.to_dict(), val_cases=list(spec.val_cases),
+            device=spec.train.device, seed=spec.train.seed, name=getattr(spec, "name", ""),
+            recipe=recipe, patch_size=patch, offline=bool(getattr(spec, "offline", False)),
+        )
+
+    def to_finetune_spec(self):
+        """The engine's ``FinetuneSpec`` (imports torch). Bad training settings raise ``JobError``."""
+        from ..cases import Case
+        from ..finetune import FinetuneSpec
+        from ..recipe import Recipe
+        from ..train import TrainConfig
+
+        try:
+            config = TrainConfig.from_dict(dict(self.train))
+        except TransferSegError as exc:
+            raise JobError(f"spec.json 'train': {exc}") from exc
+        except TypeError as exc:
+            raise JobError(f"spec.json 'train': {exc}") from exc
+        config.device, config.seed = str(self.device), int(self.seed or 0)
+        recipe = Recipe.from_dict(self.recipe) if self.recipe else None
+        patch = tuple(self.patch_size) if self.patch_size else None
+        return FinetuneSpec(
+            base=self.base, cases=[Case.from_dict(dict(c)) for c in self.cases], labels=list(self.labels),
+            strategy=self.strategy, output=self.output, train=config,
+            val_cases=[Case.from_dict(dict(c)) for c in self.val_cases], recipe=recipe,
+            patch_size=patch, name=self.name, offline=self.offline,  # type: ignore[arg-type]
+        )
+
+    # --- cheap checks a front end can afford ---------------------------------------------
+
+    def check_inputs(self) -> None:
+        """Fail in milliseconds on what needs no torch: no cases, missing files, no output, a missing model path.
+
+        The worker repeats the full checks (reading every image) before training.
+        """
+        train_module = sys.modules.get(__package__.rsplit(".", 1)[0] + ".train")
+        if train_module is not None:  # torch is loaded anyway (the command line): check the settings now
+            try:
+                train_module.TrainConfig.from_dict(dict(self.train))
+            except (TransferSegError, TypeError) as exc:
+                raise JobError(f"spec.json 'train': {exc}") from exc
+        if not self.cases:
+            raise CaseError("The job has no training cases: give --image/--label pairs or --dataset dataset.json.")
+        if not self.output:
+            raise JobError("The job has no 'output': give the model folder to write (--output).")
+        for group, cases in (("cases", self.cases), ("val_cases", self.val_cases)):
+            for i, case in enumerate(cases):
+                for key in ("image", "label", "region"):
+                    value = case.get(key)
+                    if value and not Path(value).expanduser().exists():
+                        raise CaseError(
+                            f"{group}[{i}] ('{case.get('name') or Path(case['image']).name}'): the {key} file "
+                            f"'{value}' does not exist. Check the path (relative paths are read from the worker's folder)."
+                        )
+                if not case.get("label"):
+                    raise CaseError(f"{group}[{i}] ('{case['image']}') has no labelmap: training cases need one.")
+        self._check_base()
+
+    def _check_base(self) -> None:
+        key = self.base.strip()
+        if key.lower() in ("none", "scratch", "default"):
+            return
+        looks_like_path = any(sep in key for sep in ("/", "\\")) or key.startswith((".", "~")) or key.endswith(".zip")
+        if looks_like_path and not Path(key).expanduser().exists():
+            raise ModelError(
+                f"The base model '{key}' does not exist: give a model folder, a MONAI bundle, a catalog name "
+                f"('transferseg models list') or 'none' to train from scratch."
+            )

@@ -1,0 +1,345 @@
+"""The worker: ``python -m TransferSegLib run-job DIR [--resume]`` (in Slicer: ``PythonSlicer -m ...``).
+
+It turns a job folder's ``spec.json`` into a trained model, reporting every step
+to ``events.jsonl`` and ending with ``state.json`` at ``finished``, ``cancelled``
+or ``failed`` and an exit code (0, 3, 2 for an explained error, 1 for a crash).
+What it adds to the engine is everything a background process needs:
+- a stop request (the cancel file, SIGTERM or Ctrl-C) becomes the engine's
+  ``should_stop``; the engine saves a checkpoint and ends as cancelled; a second
+  signal stops at once;
+- errors become an ``error`` event with the error type, the message and a hint;
+- a CUDA out-of-memory retries with half the batch, then a smaller patch;
+- one job per device (``lock.DeviceLock``).
+The spec is read and checked before torch is imported, so a bad spec fails fast.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..errors import CaseError, DownloadError, JobError, ModelError, TrainingCancelled, TransferSegError
+from .events import EventWriter
+from .layout import CANCEL, CHECKPOINTS, EVENTS, SPEC, now_iso
+from .lock import DeviceBusy, DeviceLock
+from .processes import pid_alive, process_created
+from .spec import JobSpec
+from .state import JobState, read_state, this_host, write_state
+
+EXIT_FINISHED, EXIT_CRASHED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, TrainingCancelled.exit_code
+MAX_MEMORY_RETRIES = 4
+
+
+class StopRequest:
+    """Whether the user asked the job to stop: a signal, or the cancel file (for shared folders and Windows)."""
+
+    def __init__(self, job_dir: Path, check_every_s: float = 0.2):
+        self.cancel_file = Path(job_dir) / CANCEL
+        self.signalled = False
+        self._check_every = check_every_s
+        self._last_check = 0.0
+        self._file_seen = False
+
+    def install(self) -> None:
+        for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signalled:
+            # Second request: the user does not want to wait for the checkpoint.
+            raise KeyboardInterrupt(f"stopped by a second signal {signum}")
+        self.signalled = True
+
+    def __call__(self) -> bool:
+        if self.signalled or self._file_seen:
+            return True
+        now = time.monotonic()
+        if now - self._last_check >= self._check_every:
+            self._last_check = now
+            self._file_seen = self.cancel_file.exists()
+        return self._file_seen
+
+
+class JobReporter:
+    """The engine's reporter: events go to events.jsonl, with what the job layer adds."""
+
+    def __init__(self, writer: EventWriter):
+        self.writer = writer
+        self.device: Optional[str] = None  # set once resolved: where peak GPU memory is read
+        self.iteration: Optional[int] = None
+        self.checkpoints: Dict[str, str] = {}
+        self.last: Dict[str, Dict[str, Any]] = {}
+
+    def event(self, kind: str, **fields: Any) -> None:
+        if kind in ("progress", "finished"):
+            peak = peak_gpu_memory_gb(self.device)
+            if peak is not None:
+                fields.setdefault("peak_gpu_memory_gb", peak)
+        if "iteration" in fields and fields["iteration"] is not None:
+            self.iteration = int(fields["iteration"])
+        if kind == "checkpoint":
+            self.checkpoints[str(fields.get("which", "last"))] = str(fields.get("path"))
+        self.last[kind] = dict(fields)
+        self.writer.event(kind, **fields)
+
+
+def peak_gpu_memory_gb(device: Optional[str]) -> Optional[float]:
+    """Peak GPU memory this process allocated on ``device`` (GiB), or None when it is not a CUDA device."""
+    torch = sys.modules.get("torch")
+    if torch is None or not device or not str(device).startswith("cuda") or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 2)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+HINTS = (
+    (DeviceBusy, "Wait for the other job to finish, cancel it, or choose another device (--device cpu, cuda:N)."),
+    (CaseError, "Fix or remove the case named above and start again; every training case needs an image and a labelmap on the same grid."),
+    (ModelError, "Check the base model name ('transferseg models list') or folder, or use --base none to train from scratch."),
+    (DownloadError, "Check the network connection, or place the weights file by hand and use --offline."),
+    (JobError, "Check spec.json in the job folder, or start the job again from the command line or the Slicer panel."),
+)
+
+
+def describe_failure(exc: BaseException) -> Dict[str, Any]:
+    """The ``error`` event for an exception: type, message a user can act on, hint, and a traceback tail for bugs."""
+    if is_out_of_memory(exc):
+        return {
+            "type": "OutOfMemory",
+            "message": f"Out of memory even with the smallest batch and patch TransferSeg tries: {_first_line(exc)}",
+            "hint": "Close other programs using the GPU, lower --patch-size, or train on the CPU (--device cpu).",
+        }
+    if isinstance(exc, TransferSegError):
+        hint = next((h for cls, h in HINTS if isinstance(exc, cls)), "")
+        return {"type": type(exc).__name__, "message": str(exc), "hint": hint}
+    tail = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    lines = "".join(tail).rstrip().splitlines()[-15:]
+    if isinstance(exc, ImportError):
+        hint = (f"A package is missing or broken in the Python that runs the worker ({sys.executable}): "
+                f"install TransferSeg's requirements there (in Slicer, the module offers to install them).")
+    else:
+        hint = "This is unexpected: worker.log in the job folder shows where it happened; please report it with that log."
+    return {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {_first_line(exc)}", "hint": hint,
+            "traceback": lines}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+# --- out-of-memory retries ---------------------------------------------------------------------
+
+def smaller_settings(batch_size: int, patch: Tuple[int, ...], multiple: int = 8) -> Optional[Tuple[int, Tuple[int, ...]]]:
+    """Half the batch first (same field of view), then 3/4 of the patch per axis; None when nothing is left to shrink."""
+    if batch_size > 1:
+        return batch_size // 2, tuple(patch)
+    smaller = tuple(max(multiple, int(p * 0.75) // multiple * multiple) for p in patch)
+    if smaller == tuple(patch):
+        return None
+    return 1, smaller
+
+
+def run_with_memory_retries(
+    run: Callable[[Any, bool], Any],
+    finetune_spec: Any,
+    reporter: JobReporter,
+    resume: bool,
+    on_change: Optional[Callable[[int, Tuple[int, ...]], None]] = None,
+    max_retries: int = MAX_MEMORY_RETRIES,
+) -> Any:
+    """``run(finetune_spec, resume)``; on out-of-memory shrink batch/patch, say so, and try again.
+
+    A retry continues from the checkpoint this run wrote, if it wrote one.
+    """
+    retries = 0
+    while True:
+        try:
+            return run(finetune_spec, resume)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, the rest re-raised
+            if not is_out_of_memory(exc) or retries >= max_retries:
+                raise
+            config = finetune_spec.train
+            patch = tuple(finetune_spec.patch_size or config.patch_size)
+            smaller = smaller_settings(int(config.batch_size), patch)
+            if smaller is None:
+                raise
+            retries += 1
+            _free_gpu_memory()
+            batch, new_patch = smaller
+            where = "GPU memory" if "cuda" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError" else "memory"
+            change = (f"batch size {config.batch_size} → {batch}" if batch != config.batch_size
+                      else f"patch {'x'.join(map(str, patch))} → {'x'.join(map(str, new_patch))}")
+            reporter.event(
+                "warning",
+                message=f"Out of {where} with batch size {config.batch_size} and patch {'x'.join(map(str, patch))}; "
+                        f"retrying with {change} (attempt {retries + 1}).",
+                retry=retries, batch_size=batch, patch_size=list(new_patch),
+            )
+            config.batch_size = batch
+            finetune_spec.patch_size = new_patch
+            if on_change is not None:
+                on_change(batch, new_patch)
+            resume = resume or "last" in reporter.checkpoints
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+class Worker:
+    def __init__(self, job_dir: Path, resume: bool = False, stop: Optional[StopRequest] = None,
+                 distributed: Any = None):
+        self.job_dir = Path(job_dir).resolve()
+        self.resume = resume
+        self.stop = stop or StopRequest(self.job_dir)
+        self.distributed = distributed  # a ddp.DistributedRun when started by torchrun
+        self.writer = EventWriter(self.job_dir / EVENTS)
+        self.reporter = JobReporter(self.writer)
+        self.state = JobState()
+
+    def _set_state(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        write_state(self.job_dir, self.state)
+
+    def _begin(self) -> Optional[int]:
+        """Claim the job folder; an exit code when it must not run (already running or finished)."""
+        if not (self.job_dir / SPEC).is_file():
+            print(f"error: '{self.job_dir}' is not a job folder: it has no {SPEC}.", file=sys.stderr)
+            return EXIT_FAILED
+        try:
+            self.state = read_state(self.job_dir)
+        except JobError:
+            self.state = JobState()
+        if self.state.state == "finished" and not self.resume:
+            print(f"error: the job in '{self.job_dir}' has already finished; start a new job.", file=sys.stderr)
+            return EXIT_FAILED
+        if (self.state.state == "running" and self.state.pid != os.getpid() and self.state.host == this_host()
+                and pid_alive(self.state.pid, self.state.pid_created)):
+            print(f"error: the job in '{self.job_dir}' is already running (pid {self.state.pid}).", file=sys.stderr)
+            return EXIT_FAILED
+        self._set_state(
+            state="running", pid=os.getpid(), host=this_host(), pid_created=process_created(os.getpid()),
+            started=now_iso(), ended=None, exit_code=None, message="", error_type=None, hint="", stderr_tail=[],
+        )
+        print(f"TransferSeg worker pid {os.getpid()} on {this_host()}: job {self.job_dir} "
+              f"(attempt {self.state.attempt}{', resuming' if self.resume else ''})", file=sys.stderr, flush=True)
+        return None
+
+    def run(self) -> int:
+        refused = self._begin()
+        if refused is not None:
+            return refused
+        lock: Optional[DeviceLock] = None
+        try:
+            if self.stop():
+                raise TrainingCancelled("Cancelled before training started.")
+            spec = JobSpec.load(self.job_dir / SPEC)
+            spec.check_inputs()
+            finetune_spec = spec.to_finetune_spec()  # imports torch
+            from ..train import resolve_device
+
+            device = resolve_device(spec.device)
+            if self.distributed is not None:
+                device = self.distributed.device(device)
+            lock = DeviceLock(str(device), str(self.job_dir)).acquire()
+            self.state.device = self.reporter.device = str(device)
+            write_state(self.job_dir, self.state)
+            result = self._train(spec, finetune_spec)
+        except TrainingCancelled as exc:
+            return self._cancelled(str(exc))
+        except KeyboardInterrupt:
+            return self._cancelled("Stopped at once by a second stop request; the last periodic checkpoint is kept.")
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach events.jsonl
+            failure = describe_failure(exc)
+            if failure.get("traceback"):
+                traceback.print_exc()
+            self.writer.event("error", **failure)
+            self._set_state(state="failed", message=failure["message"], error_type=failure["type"],
+                            hint=failure["hint"], iteration=self.reporter.iteration,
+                            exit_code=EXIT_FAILED if isinstance(exc, TransferSegError) else EXIT_CRASHED)
+            print(f"error: {failure['message']}", file=sys.stderr, flush=True)
+            return int(self.state.exit_code or EXIT_CRASHED)
+        finally:
+            if lock is not None:
+                lock.release()
+            if self.distributed is not None:
+                self.distributed.close()
+        self._set_state(state="finished", model=str(result.model_dir), metrics=dict(result.metrics or {}),
+                        iteration=int(result.iterations), peak_gpu_memory_gb=peak_gpu_memory_gb(self.state.device),
+                        exit_code=EXIT_FINISHED, message=f"Model written to {result.model_dir}")
+        return EXIT_FINISHED
+
+    def _train(self, spec: JobSpec, finetune_spec: Any) -> Any:
+        from ..finetune import run_finetune
+
+        work_dir = self.job_dir / CHECKPOINTS
+        resume = self.resume and (work_dir / "checkpoint_last.pt").is_file()
+        if self.resume and not resume:
+            self.reporter.event("warning", message="No checkpoint to resume from: training starts from the beginning.")
+        should_stop: Callable[[], bool] = self.stop
+        reporter: Any = self.reporter
+        if self.distributed is not None:
+            finetune_spec, work_dir, reporter, should_stop = self.distributed.adapt(
+                finetune_spec, work_dir, self.reporter, self.stop)
+
+        def remember(batch: int, patch: Tuple[int, ...]) -> None:
+            spec.train["batch_size"], spec.patch_size = batch, list(patch)
+            spec.save(self.job_dir / SPEC)  # a later resume uses the settings that fit
+
+        def run(fspec: Any, resume_now: bool) -> Any:
+            return run_finetune(fspec, reporter=reporter, should_stop=should_stop, work_dir=str(work_dir), resume=resume_now)
+
+        return run_with_memory_retries(run, finetune_spec, self.reporter, resume, on_change=remember)
+
+    def _cancelled(self, message: str) -> int:
+        checkpoint = self.job_dir / CHECKPOINTS / "checkpoint_last.pt"
+        fields: Dict[str, Any] = {"message": message, "iteration": self.reporter.iteration}
+        if checkpoint.is_file():
+            fields["checkpoint"] = str(checkpoint)
+            fields["hint"] = f"Resume with 'transferseg job resume {self.job_dir}'."
+        self.writer.event("cancelled", **fields)
+        self._set_state(state="cancelled", message=message, iteration=self.reporter.iteration, exit_code=EXIT_CANCELLED)
+        print(f"cancelled: {message}", file=sys.stderr, flush=True)
+        return EXIT_CANCELLED
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m TransferSegLib run-job",
+                                     description="Run a TransferSeg job folder (started by the command line or Slicer).")
+    parser.add_argument("job_dir", help="job folder holding spec.json")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    args = parser.parse_args(argv)
+    stop = StopRequest(Path(args.job_dir))
+    stop.install()  # before anything slow, so an early cancel is not a crash
+    distributed = None
+    if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        from .ddp import DistributedRun
+
+        distributed = DistributedRun.from_environment(Path(args.job_dir))
+        if not distributed.is_main:
+            return distributed.run_follower(args.resume, stop)
+    return Worker(Path(args.job_dir), resume=args.resume, stop=stop, distributed=distributed).run()
