@@ -8,18 +8,23 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import pytest
 
+import fake_slicer_app
 from slicer_fixture import mrml_scene  # noqa: F401  (pytest fixture)
 
 import slicer  # noqa: E402
 
 from TransferSegLib.errors import CaseError, TransferSegError  # noqa: E402
 from TransferSegLib.scene import SceneCase, find_segment_id, segment_mask, segment_names  # noqa: E402
-from TransferSegLib.scene_logic import TransferSegLogic, describe_error  # noqa: E402
+from TransferSegLib.scene_logic import TransferSegLogic  # noqa: E402
+from TransferSegLib.scene_plot import TrainingPlot  # noqa: E402
+from TransferSegLib.scene_runs import TrainingRun, describe_error  # noqa: E402
 from TransferSegLib.scene_process import CommandProcess, kill_tree  # noqa: E402
+
+MODULE = Path(__file__).resolve().parent.parent / "TransferSeg" / "TransferSeg.py"
 
 
 @pytest.fixture
@@ -61,6 +66,56 @@ def test_error_events_say_what_happened_and_what_to_do():
     assert describe_error(event) == "The GPU ran out of memory. Use a smaller patch size or the CPU."
 
 
+class ScriptedJob:
+    """A job whose events are given: the panel-side bookkeeping without a worker."""
+
+    def __init__(self, batches, state="running"):
+        self.batches, self.state, self.cancelled = list(batches), state, False
+
+    def poll(self):
+        return self.batches.pop(0) if self.batches else []
+
+    def status(self):
+        return self.state
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_status_line_shows_progress_loss_dice_and_time_left(logic, tmp_path):
+    logic.training = TrainingRun(job=ScriptedJob([[
+        {"kind": "started", "device": "cpu"},
+        {"kind": "progress", "iteration": 40, "total_iterations": 200, "percent": 20.0, "loss": 0.4321, "eta_s": 300},
+        {"kind": "validation", "iteration": 40, "dice": {"liver": 0.8}, "mean_dice": 0.8},
+    ]]), directory=tmp_path, output=tmp_path / "model", labels=["liver"], plot=TrainingPlot())
+    logic.poll_training()
+    run = logic.training
+    assert run.running and run.percent() == 20
+    assert run.status_line() == "iteration 40/200, loss 0.432, Dice 0.800, about 5 min left"
+    assert run.plot.points() == {"loss": 1, "dice": 1}
+
+
+def test_worker_that_dies_without_a_last_event_is_reported_not_awaited(logic, tmp_path):
+    job = ScriptedJob([[{"kind": "progress", "iteration": 3, "percent": 1.0}]], state="running")
+    logic.training = TrainingRun(job=job, directory=tmp_path, output=tmp_path / "model", labels=["liver"])
+    logic.poll_training()
+    assert logic.training.running
+    job.state = "failed"  # killed by the OS: no error event was written
+    logic.poll_training()
+    assert logic.training.state == "failed" and str(tmp_path) in logic.training.error
+    with pytest.raises(TransferSegError, match="stopped without a result"):
+        logic.wait_for_training(timeout=5)
+
+
+def test_error_event_ends_the_run_with_its_hint(logic, tmp_path):
+    logic.training = TrainingRun(job=ScriptedJob([[{"kind": "error", "type": "OutOfMemory", "message": "The GPU ran out of memory.",
+                                                    "hint": "Lower the patch size or pick the CPU."}]]),
+                                 directory=tmp_path, output=tmp_path / "model", labels=["liver"])
+    logic.poll_training()
+    assert logic.training.state == "failed"
+    assert logic.training.status_line() == "The GPU ran out of memory. Lower the patch size or pick the CPU."
+
+
 def test_failed_prediction_shows_the_command_lines_own_message(logic, tmp_path):
     volume, _ = logic.load_sample_case(["liver"])
     model = tmp_path / "broken-model"
@@ -94,37 +149,49 @@ def test_kill_tree_ignores_a_finished_process():
     kill_tree(done.pid)  # no error
 
 
-def test_fine_tune_predict_loop_on_sample_data_leaves_a_segmentation_node(logic, mrml_scene):
-    """The acceptance loop: fine-tune (tiny budget) → predict → correct → fine-tune again."""
+def test_self_test_runs_the_whole_loop_on_sample_data_against_real_mrml(mrml_scene, monkeypatch):
+    """The acceptance loop: the module's own self-test (fine-tune with a tiny budget → predict →
+    correct → fine-tune again from the new model), run through the Logic on real MRML with the
+    application layer stood in. It leaves the prediction as a segmentation node in the scene."""
+    pytest.importorskip("TransferSegLib.jobs.api", reason="the job layer is not there yet")
+    monkeypatch.syspath_prepend(str(MODULE.parent))
+    with fake_slicer_app.stand_in(str(MODULE), mrml=slicer) as app:
+        import TransferSeg
+
+        TransferSeg.TransferSegTest().runTest()
+        assert not app.messages
+    names = [slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode").GetName()
+             for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    assert any(name.startswith("TransferSeg sample CT – ") for name in names), names
+
+
+def test_running_job_is_reattached_from_the_saved_scene_and_cancelled(logic, mrml_scene, tmp_path):
+    """Slicer restarts while a job trains: the saved scene leads back to it, and Stop still stops it."""
+    psutil = pytest.importorskip("psutil")
     pytest.importorskip("TransferSegLib.jobs.api", reason="the job layer is not there yet")
     volume, segmentation = logic.load_sample_case(["liver"])
-    mrml_scene.add_to_study(volume, segmentation)
-    case = logic.make_case(volume, segmentation, ["liver"])
-    settings = logic.smoke_test_settings()
+    settings = dict(logic.smoke_test_settings(), iterations=5000)
+    run = logic.start_finetune([logic.make_case(volume, segmentation, ["liver"])], **settings)
+    # What the panel's parameter node stores (parameterNodeWrapper keeps a str under its name).
+    logic.getParameterNode().SetParameter("jobDirectory", str(run.directory))
+    scene_file = tmp_path / "saved.mrml"
+    mrml_scene.scene.SetURL(str(scene_file))
+    assert mrml_scene.scene.Commit()
 
-    run = logic.start_finetune([case], **settings)
-    assert run.running and run.directory.is_dir()
-    seen = []
-    finished = logic.wait_for_training(timeout=300, on_events=seen.extend)
-    assert finished.state == "finished", finished.error
-    kinds = [e.get("kind") or e.get("event") for e in seen]
-    assert "started" in kinds and "progress" in kinds and "finished" in kinds
-    assert finished.plot.points()["loss"] > 0  # the live plot got the loss curve
-    assert finished.labels == ["liver"]
+    reopened = type(mrml_scene)()  # a new Slicer session: a fresh scene and a fresh Logic
+    slicer.mrmlScene = reopened.scene
+    reopened.scene.SetURL(str(scene_file))
+    assert reopened.scene.Connect()
+    restarted = TransferSegLogic(python=sys.executable, work_root=str(tmp_path / "home"))
+    directory = restarted.getParameterNode().GetParameter("jobDirectory")
+    assert directory == str(run.directory)
 
-    prediction = logic.predict(volume, finished.model, device="cpu", timeout=300)
-    assert prediction.IsA("vtkMRMLSegmentationNode") and prediction is not segmentation
-    assert segment_names(prediction) == ["liver"]
-    assert volume.GetName() in prediction.GetName()
-    assert segment_names(segmentation) == ["liver"]  # the user's segmentation is untouched
-
-    reference = segment_mask(segmentation, find_segment_id(segmentation, "liver"), volume)
-    slicer.util.updateSegmentBinaryLabelmapFromArray(reference.astype(np.uint8), prediction,
-                                                     find_segment_id(prediction, "liver"), volume)
-    corrected = logic.case_from_correction(prediction)
-    assert corrected.volume is volume and corrected.segments == ["liver"]
-    again = dict(settings, base=finished.model, iterations=5)
-    logic.start_finetune([case, corrected], **again)
-    second = logic.wait_for_training(timeout=300)
-    assert second.state == "finished", second.error
-    assert second.model != finished.model
+    attached = restarted.attach_training(directory)
+    assert attached.running and attached.labels == ["liver"]
+    worker = attached.job.pid
+    restarted.cancel_training()
+    stopped = restarted.wait_for_training(timeout=120)
+    assert stopped.state == "cancelled" and not stopped.model
+    assert worker is None or not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+    reopened.scene.Clear(1)
+    slicer.mrmlScene = mrml_scene.scene

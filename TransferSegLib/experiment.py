@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class ExperimentSpec:
     seed: int = 0
     device: str = "auto"
     folds: Optional[List[Dict[str, Any]]] = None  # leave-one-out folds: [{"pool": [...], "test": [...]}]
+    patch_size: Optional[Tuple[int, int, int]] = None  # None: the base model's
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels
     config.device = spec.device
     base = "none" if strategy == "scratch" and spec.base in ("none", "scratch") else spec.base
     fine = FinetuneSpec(base=base, cases=train_cases, labels=list(spec.labels), strategy=strategy,
-                        output=str(run_dir / "model"), train=config, name=run_dir.name)
+                        output=str(run_dir / "model"), train=config, name=run_dir.name, patch_size=spec.patch_size)
     start = time.monotonic()
     result = run_finetune(fine, reporter=reporter, work_dir=str(run_dir / "work"))
     seconds = time.monotonic() - start

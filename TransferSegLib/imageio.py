@@ -2,11 +2,14 @@
 
 Geometry is everything in this module: images are read with SimpleITK so that
 size, spacing, origin and direction survive, and every error names the file and
-what is wrong with it so the user can fix it before any training starts.
+what is wrong with it, so the user can fix it before any training starts.
+Slicer segmentations (``.seg.nrrd``) are read and written with their segment
+names, colors and label values, the way Slicer itself stores them.
 """
 
+import json
 import os
-import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +23,13 @@ from .names import label_color
 
 Color = Tuple[float, float, float]
 
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd", ".mrc")
+LABELMAP_WRITE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha")
+
 
 @dataclass
 class LabelImage:
-    """A labelmap with the segment names and colors its file carries (if any)."""
+    """A labelmap (UInt8 or UInt16, 3D) with the segment names and colors its file carries."""
 
     image: sitk.Image
     names: Dict[int, str] = field(default_factory=dict)
@@ -31,22 +37,45 @@ class LabelImage:
     path: str = ""
 
 
-def _is_seg_nrrd(path: str) -> bool:
+@dataclass
+class _Segment:
+    """One segment of a ``.seg.nrrd``: where its voxels are and the value it gets when flattened."""
+
+    layer: int
+    value: int
+    name: str
+    color: Optional[Color]
+    flat_value: int = 0
+
+
+def is_seg_nrrd(path) -> bool:
     return str(path).lower().endswith(".seg.nrrd")
 
+
+def _suffix(path) -> str:
+    name = str(path).lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return Path(name).suffix
+
+
+# --- reading images -------------------------------------------------------------------------------
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder)) or []
     if not series:
-        raise CaseError(f"'{folder}' is a folder without a DICOM series: give an image file or a DICOM series folder.")
+        raise CaseError(f"'{folder}' is a folder without a DICOM series in it (subfolders are not searched): "
+                        f"give an image file or the folder holding the series' files.")
     best = max(series, key=lambda s: len(reader.GetGDCMSeriesFileNames(str(folder), s)))
-    files = reader.GetGDCMSeriesFileNames(str(folder), best)
-    reader.SetFileNames(files)
+    if len(series) > 1:
+        warnings.warn(f"'{folder}' holds {len(series)} DICOM series: reading the largest ({best}).")
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), best))
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise CaseError(f"Cannot read the DICOM series in '{folder}': {exc}") from exc
+        raise CaseError(f"Cannot read the DICOM series in '{folder}': {_first_line(exc)}") from exc
 
 
 def _read_mrc(path: Path) -> sitk.Image:
@@ -54,16 +83,34 @@ def _read_mrc(path: Path) -> sitk.Image:
         import mrcfile
     except ImportError as exc:
         raise CaseError(f"Reading '{path}' needs the 'mrcfile' package: pip install mrcfile.") from exc
-    with mrcfile.open(str(path), permissive=True) as mrc:
-        data = np.asarray(mrc.data, dtype=np.float32)
-        voxel = mrc.voxel_size
-        spacing = [float(voxel.x), float(voxel.y), float(voxel.z)]
-    if any(s <= 0 for s in spacing):
-        warnings.warn(f"'{path}' has no voxel size in its MRC header: assuming 1 mm, identity orientation.")
-        spacing = [1.0, 1.0, 1.0]
+    try:
+        with mrcfile.open(str(path), permissive=True) as mrc:
+            if mrc.data is None:
+                raise CaseError(f"'{path}' holds no voxel data.")
+            data = np.asarray(mrc.data, dtype=np.float32)
+            voxel = mrc.voxel_size
+            spacing = [float(voxel.x), float(voxel.y), float(voxel.z)]
+    except (OSError, ValueError) as exc:
+        raise CaseError(f"'{path}' cannot be read as an MRC file: {exc}") from exc
     image = sitk.GetImageFromArray(data)
-    image.SetSpacing(spacing)
+    note = "MRC files carry no patient orientation: assuming an identity direction and origin 0"
+    if image.GetDimension() == 3:
+        if any(not s > 0 for s in spacing):
+            note += " and, as the header has no voxel size, 1 mm voxels"
+            spacing = [1.0, 1.0, 1.0]
+        image.SetSpacing(spacing)
+    warnings.warn(f"'{path}': {note}.")
     return image
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # ITK puts the useful sentence after its "file:line: ITK ERROR" preamble.
+    for line in lines:
+        if "ITK ERROR" not in line and not line.startswith("Exception thrown"):
+            return line
+    return lines[0] if lines else "unknown format"
 
 
 def _read_any(path: str) -> sitk.Image:
@@ -77,197 +124,373 @@ def _read_any(path: str) -> sitk.Image:
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown format"
-        raise CaseError(f"'{path}' cannot be read as an image (NIfTI, NRRD, MHA, DICOM folder): {first}") from exc
+        raise CaseError(f"'{path}' cannot be read as an image (NIfTI, NRRD, MHA, MRC or a DICOM folder): "
+                        f"{_first_line(exc)}") from exc
 
 
-def read_image(path: str) -> sitk.Image:
-    """A 3D, single-channel, finite float32 image."""
-    image = _read_any(path)
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(f"'{path}' has {image.GetNumberOfComponentsPerPixel()} components per voxel: give a single-channel image.")
+def _as_3d(image: sitk.Image, path: str) -> sitk.Image:
+    """Drop a trailing 4th axis of length 1; refuse 2D, single slices and true 4D."""
     if image.GetDimension() == 4:
         size = image.GetSize()
         if size[3] != 1:
-            raise CaseError(f"'{path}' is a 4D image ({size[3]} volumes): give a single 3D volume.")
-        image = image[:, :, :, 0]
+            raise CaseError(f"'{path}' is a 4D image ({size[3]} volumes of {size[:3]}): give a single 3D volume "
+                            f"(for multi-channel data, one file per channel; TransferSeg uses one channel).")
+        image = sitk.Extract(image, [size[0], size[1], size[2], 0], [0, 0, 0, 0])
     if image.GetDimension() != 3:
         raise CaseError(f"'{path}' is a {image.GetDimension()}D image: TransferSeg needs 3D volumes.")
-    if min(image.GetSize()) < 2 and image.GetSize()[2] < 2:
-        raise CaseError(f"'{path}' is a single slice ({image.GetSize()}): TransferSeg needs 3D volumes.")
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    array = sitk.GetArrayViewFromImage(image)
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise CaseError(f"'{path}' contains {bad} NaN or infinite voxels: fix or re-export the image.")
+    if min(image.GetSize()) < 2:
+        raise CaseError(f"'{path}' is a single slice (size {image.GetSize()}): TransferSeg needs 3D volumes.")
     return image
 
 
-def _segment_metadata(image: sitk.Image) -> Dict[int, Dict[str, str]]:
-    segments: Dict[int, Dict[str, str]] = {}
-    for key in image.GetMetaDataKeys():
-        if key.startswith("Segment") and "_" in key:
+def read_image(path: str) -> sitk.Image:
+    """A 3D, single-channel, finite float32 image with its geometry.
+
+    Reads NIfTI, NRRD, MHA/MHD, MRC (no orientation: identity, with a warning) and
+    DICOM series folders (the largest series in the folder).
+    """
+    image = _read_any(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise CaseError(f"'{path}' has {image.GetNumberOfComponentsPerPixel()} values per voxel (color or vector "
+                        f"image): give a single-channel grey-value volume.")
+    image = _as_3d(image, path)
+    if image.GetPixelID() != sitk.sitkFloat32:
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise CaseError(f"'{path}' contains {int(finite.size - finite.sum())} NaN or infinite voxels: "
+                        f"fix or re-export the image.")
+    return image
+
+
+# --- reading labelmaps ----------------------------------------------------------------------------
+
+def _parse_color(text: Optional[str]) -> Optional[Color]:
+    try:
+        rgb = tuple(float(c) for c in str(text).split()[:3])
+    except ValueError:
+        return None
+    return rgb if len(rgb) == 3 else None  # type: ignore[return-value]
+
+
+def _segments(meta: Dict[str, str], layers: int, path: str) -> List[_Segment]:
+    """The segments a ``.seg.nrrd`` header declares, with their value once flattened."""
+    fields: Dict[int, Dict[str, str]] = {}
+    for key, value in meta.items():
+        if key.startswith("Segment") and not key.startswith("Segmentation") and "_" in key:
             index, prop = key[len("Segment"):].split("_", 1)
             if index.isdigit():
-                segments.setdefault(int(index), {})[prop] = image.GetMetaData(key)
+                fields.setdefault(int(index), {})[prop] = value
+    order = sorted(fields)
+    # Slicer < 4.11 wrote one segment per layer, each with value 1 and no LabelValue/Layer.
+    one_per_layer = layers > 1 and layers == len(order)
+    segments = []
+    for position, index in enumerate(order):
+        info = fields[index]
+        try:
+            layer = int(info.get("Layer", position if one_per_layer else 0))
+            value = int(info.get("LabelValue", 1 if one_per_layer else position + 1))
+        except ValueError:
+            raise CaseError(f"'{path}': segment {index} has a non-integer Layer or LabelValue "
+                            f"({info.get('Layer')!r}, {info.get('LabelValue')!r}): re-save it from Slicer.") from None
+        if not 0 <= layer < max(layers, 1):
+            raise CaseError(f"'{path}': segment '{info.get('Name', index)}' is in layer {layer} but the file has "
+                            f"{layers} layer(s): re-save it from Slicer.")
+        segments.append(_Segment(layer, value, info.get("Name", f"Segment_{index}"), _parse_color(info.get("Color"))))
+    for position, segment in enumerate(segments):
+        segment.flat_value = segment.value if layers <= 1 else position + 1
     return segments
+
+
+def _header(path: str) -> Tuple[Dict[str, str], int]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise CaseError(f"'{path}' cannot be read as a segmentation: {_first_line(exc)}") from exc
+    meta = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+    layers = reader.GetNumberOfComponents()
+    if reader.GetDimension() == 4:
+        layers = reader.GetSize()[3]
+    return meta, layers
+
+
+def read_segment_names(path: str) -> Dict[int, str]:
+    """Label value → segment name of a ``.seg.nrrd``, from its header only (no voxels),
+    numbered as ``read_labelmap`` numbers them."""
+    if not Path(path).expanduser().exists():
+        raise CaseError(f"'{path}' does not exist: check the path.")
+    meta, layers = _header(path)
+    return {s.flat_value: s.name for s in _segments(meta, layers, path)}
+
+
+def _layers(image: sitk.Image) -> List[np.ndarray]:
+    """Each layer of a segmentation as a (Z, Y, X) array."""
+    if image.GetDimension() == 4:
+        size = image.GetSize()
+        return [sitk.GetArrayFromImage(sitk.Extract(image, [size[0], size[1], size[2], 0], [0, 0, 0, k]))
+                for k in range(size[3])]
+    array = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        return [array[..., k] for k in range(array.shape[-1])]
+    return [array]
+
+
+def _geometry_3d(image: sitk.Image) -> sitk.Image:
+    """An empty 3D image carrying the spatial geometry of a 3D or 4D segmentation."""
+    if image.GetDimension() == 4:
+        size = image.GetSize()
+        return sitk.Extract(image, [size[0], size[1], size[2], 0], [0, 0, 0, 0])
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        return sitk.VectorIndexSelectionCast(image, 0)
+    return image
 
 
 def _read_seg_nrrd(path: str) -> LabelImage:
     image = _read_any(path)
-    segments = _segment_metadata(image)
-    layers = image.GetNumberOfComponentsPerPixel()
-    if image.GetDimension() == 4:
-        layers = image.GetSize()[3]
+    meta = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
+    layers = _layers(image)
+    segments = _segments(meta, len(layers), path)
+    if len(layers) == 1:
+        flat = layers[0]
+    else:
+        flat = np.zeros(layers[0].shape, np.uint16)
+        owner = np.zeros(layers[0].shape, np.int32)  # 1 + index of the segment owning a voxel
+        overlaps: Dict[Tuple[str, str], int] = {}
+        for index, segment in enumerate(segments):
+            mask = layers[segment.layer] == segment.value
+            taken = mask & (owner > 0)
+            if taken.any():
+                others, counts = np.unique(owner[taken], return_counts=True)
+                for other, count in zip(others, counts):
+                    overlaps[(segments[int(other) - 1].name, segment.name)] = int(count)
+            flat[mask & (owner == 0)] = segment.flat_value
+            owner[mask & (owner == 0)] = index + 1
+        if overlaps:
+            pairs = "; ".join(f"'{a}' and '{b}' ({n} voxels)" for (a, b), n in overlaps.items())
+            raise CaseError(
+                f"'{path}': segments overlap: {pairs}. A training labelmap needs one class per voxel: remove the "
+                f"overlap in Slicer's Segment Editor (e.g. masking with 'Overwrite other segments') and save again."
+            )
+    if flat.min(initial=0) < 0 or flat.max(initial=0) > 65535:
+        raise CaseError(f"'{path}' has label values outside 0..65535.")
+    out = sitk.GetImageFromArray(flat.astype(np.uint8 if flat.max(initial=0) < 256 else np.uint16))
+    out.CopyInformation(_geometry_3d(image))
+    names = {s.flat_value: s.name for s in segments}
+    colors = {s.flat_value: (s.color or label_color(s.name, s.flat_value)) for s in segments}
+    return LabelImage(out, names, colors, str(path))
+
+
+def read_label_names(path: str) -> Tuple[Dict[int, str], Dict[int, Color]]:
+    """Label names (and colors, if given) from a sidecar file.
+
+    JSON: ``{"1": "liver", ...}`` (value → name, Decathlon style), ``{"liver": 1, ...}``
+    (name → value, nnU-Net style), optionally inside a ``"labels"`` object. Slicer color
+    tables (``.ctbl``/``.txt``): lines ``value name r g b a`` with colors in 0..255.
+    """
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CaseError(f"Cannot read the label names file '{path}': {exc}") from exc
     names: Dict[int, str] = {}
     colors: Dict[int, Color] = {}
-    owners: List[Tuple[int, int, str]] = []  # (layer, label value, name)
-    for index in sorted(segments):
-        info = segments[index]
-        name = info.get("Name", f"Segment_{index}")
-        value = int(info.get("LabelValue", index + 1))
-        layer = int(info.get("Layer", 0))
-        owners.append((layer, value, name))
-        color = info.get("Color")
-        if color:
+    if p.suffix.lower() == ".json":
+        try:
+            table = json.loads(text)
+        except ValueError as exc:
+            raise CaseError(f"Label names file '{path}' is not valid JSON: {exc}") from exc
+        if isinstance(table, dict) and isinstance(table.get("labels"), dict):
+            table = table["labels"]
+        if not isinstance(table, dict):
+            raise CaseError(f"Label names file '{path}' must hold an object of value → name.")
+        for key, value in table.items():
+            if str(key).strip().isdigit():
+                names[int(key)] = str(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                names[value] = str(key)
+            else:
+                raise CaseError(f"Label names file '{path}': entry {key!r}: {value!r} is neither value → name "
+                                f"nor name → value.")
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            parts = line.split()
+            if not parts or parts[0].startswith("#"):
+                continue
             try:
-                colors_rgb = tuple(float(c) for c in color.split()[:3])
-            except ValueError:
-                colors_rgb = None
-        else:
-            colors_rgb = None
-        if colors_rgb:
-            colors[len(owners)] = colors_rgb  # type: ignore[assignment]
-    if layers <= 1:
-        array = sitk.GetArrayFromImage(image)
-        for layer, value, name in owners:
-            names[value] = name
-        flat = sitk.GetImageFromArray(array.astype(np.uint16 if array.max() > 255 else np.uint8))
-        flat.CopyInformation(image if image.GetDimension() == 3 else image)
-        result_colors = {v: colors.get(i + 1, label_color(n, v)) for i, (_, v, n) in enumerate(owners)}
-        return LabelImage(flat, names, result_colors, str(path))
-    # Several layers: overlapping segments. Flatten when no voxel is claimed twice.
-    if image.GetDimension() == 4:
-        stack = [sitk.GetArrayFromImage(image[:, :, :, k]) for k in range(layers)]
-        ref3d = image[:, :, :, 0]
-    else:
-        stack = [sitk.GetArrayFromImage(sitk.VectorIndexSelectionCast(image, k)) for k in range(layers)]
-        ref3d = sitk.VectorIndexSelectionCast(image, 0)
-    flat = np.zeros(stack[0].shape, np.uint16)
-    claimed = np.zeros(stack[0].shape, np.int32) - 1
-    result_names: Dict[int, str] = {}
-    result_colors: Dict[int, Color] = {}
-    for i, (layer, value, name) in enumerate(owners):
-        mask = stack[layer] == value
-        overlap = mask & (claimed >= 0)
-        if overlap.any():
-            other = owners[int(claimed[overlap][0])][2]
-            raise CaseError(
-                f"'{path}': segments '{name}' and '{other}' overlap ({int(overlap.sum())} voxels). "
-                f"Remove the overlap in Slicer's Segment Editor (or keep one of them) and save again."
-            )
-        new_value = i + 1
-        flat[mask] = new_value
-        claimed[mask] = i
-        result_names[new_value] = name
-        result_colors[new_value] = colors.get(i + 1, label_color(name, new_value))
-    out = sitk.GetImageFromArray(flat.astype(np.uint8) if len(owners) < 256 else flat)
-    out.CopyInformation(ref3d)
-    return LabelImage(out, result_names, result_colors, str(path))
+                value = int(parts[0])
+                rgb = tuple(float(c) / 255.0 for c in parts[2:5]) if len(parts) >= 5 else None
+            except (ValueError, IndexError):
+                raise CaseError(f"Color table '{path}' line {number} is not 'value name r g b a': {line!r}") from None
+            if len(parts) < 2:
+                raise CaseError(f"Color table '{path}' line {number} has no name: {line!r}")
+            names[value] = parts[1]
+            if rgb:
+                colors[value] = rgb  # type: ignore[assignment]
+    names.pop(0, None)
+    colors.pop(0, None)
+    return names, colors
 
 
-def read_labelmap(path: str, reference: Optional[sitk.Image] = None) -> LabelImage:
-    """A 3D integer labelmap (and its segment names for ``.seg.nrrd``).
+def read_labelmap(path: str, reference: Optional[sitk.Image] = None, names_file: Optional[str] = None) -> LabelImage:
+    """A 3D integer labelmap (UInt8/UInt16) with its segment names and colors.
 
-    With ``reference``, a ``.seg.nrrd`` cropped to its extent (as Slicer saves
-    them) is padded back onto the reference grid when it is a sub-grid of it.
+    ``.seg.nrrd``: names, colors and values come from the file; layers are flattened
+    into one labelmap (refused where segments overlap); with ``reference``, a
+    segmentation Slicer cropped to its extent is put back on the reference grid.
+    Other formats carry no names unless ``names_file`` (see ``read_label_names``) is given.
     """
-    if _is_seg_nrrd(path):
+    if is_seg_nrrd(path):
         label = _read_seg_nrrd(path)
+        if reference is not None:
+            label.image = _onto_reference(label.image, reference, path)
     else:
-        image = _read_any(path)
-        if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
-            raise CaseError(f"'{path}' is not a 3D single-channel labelmap (size {image.GetSize()}).")
-        array = sitk.GetArrayFromImage(image)
-        if array.dtype.kind == "f":
-            if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
-                raise CaseError(f"'{path}' has non-integer label values: a labelmap holds whole numbers (0 = background).")
-        if array.min() < 0:
-            raise CaseError(f"'{path}' has negative label values ({int(array.min())}): labels must be 0, 1, 2, ...")
-        out = sitk.GetImageFromArray(array.astype(np.uint16 if array.max() > 255 else np.uint8))
-        out.CopyInformation(image)
-        label = LabelImage(out, {}, {}, str(path))
-    if reference is not None and _is_seg_nrrd(path) and label.image.GetSize() != reference.GetSize():
-        label.image = _pad_subgrid(label.image, reference, path)
+        label = LabelImage(_plain_labelmap(path), {}, {}, str(path))
+    if names_file:
+        label.names, label.colors = read_label_names(names_file)
     return label
 
 
-def _pad_subgrid(label: sitk.Image, reference: sitk.Image, path: str) -> sitk.Image:
-    """Put a cropped labelmap back on the full reference grid (only exact sub-grids)."""
-    same_spacing = np.allclose(label.GetSpacing(), reference.GetSpacing(), rtol=1e-4)
-    same_dir = np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-4)
-    if not (same_spacing and same_dir):
+def _plain_labelmap(path: str) -> sitk.Image:
+    image = _read_any(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise CaseError(f"'{path}' has {image.GetNumberOfComponentsPerPixel()} values per voxel: a labelmap holds "
+                        f"one label value per voxel.")
+    image = _as_3d(image, path)
+    array = sitk.GetArrayFromImage(image)
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise CaseError(f"'{path}' contains {int(finite.size - finite.sum())} NaN or infinite voxels: "
+                            f"a labelmap holds whole numbers (0 = background).")
+        fractional = array != np.round(array)
+        if fractional.any():
+            examples = sorted({float(v) for v in array[fractional][:1000]})[:5]
+            raise CaseError(f"'{path}' has non-integer label values (e.g. {examples}): a labelmap holds whole "
+                            f"numbers (0 = background). Is this an image rather than a segmentation?")
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    if low < 0:
+        raise CaseError(f"'{path}' has negative label values ({low}): labels must be 0, 1, 2, ...")
+    if high > 65535:
+        raise CaseError(f"'{path}' has label values up to {high}: TransferSeg accepts labels up to 65535.")
+    out = sitk.GetImageFromArray(array.astype(np.uint8 if high < 256 else np.uint16))
+    out.CopyInformation(image)
+    return out
+
+
+def _onto_reference(label: sitk.Image, reference: sitk.Image, path: str) -> sitk.Image:
+    """Put a segmentation stored on a sub-grid (or an offset grid) of the reference onto
+    the reference grid. Only grids with the reference's spacing and direction whose
+    voxels coincide with reference voxels qualify; anything else is left for
+    ``check_same_grid`` to report."""
+    if label.GetSize() == reference.GetSize() and not _grid_problems(reference, label):
         return label
-    start = reference.TransformPhysicalPointToContinuousIndex(label.GetOrigin())
+    same_spacing = np.allclose(label.GetSpacing(), reference.GetSpacing(), rtol=1e-4, atol=0.0)
+    same_direction = np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-4)
+    if not (same_spacing and same_direction):
+        return label
+    start = np.array(reference.TransformPhysicalPointToContinuousIndex(label.GetOrigin()))
     offset = np.round(start).astype(int)
-    if not np.allclose(start, offset, atol=1e-3):
+    tolerance = 1e-3 / np.array(reference.GetSpacing())  # 1e-3 mm in voxels
+    if not np.all(np.abs(start - offset) <= np.maximum(tolerance, 1e-6)):
         return label
-    stop = offset + np.array(label.GetSize())
-    if (offset < 0).any() or (stop > np.array(reference.GetSize())).any():
-        return label
-    full = np.zeros(sitk.GetArrayViewFromImage(reference).shape, sitk.GetArrayViewFromImage(label).dtype)
-    full[offset[2]:stop[2], offset[1]:stop[1], offset[0]:stop[0]] = sitk.GetArrayFromImage(label)
+    ref_size = np.array(reference.GetSize())
+    lab_size = np.array(label.GetSize())
+    lo = np.maximum(offset, 0)
+    hi = np.minimum(offset + lab_size, ref_size)
+    source = sitk.GetArrayFromImage(label)  # (Z, Y, X)
+    full = np.zeros(tuple(ref_size[::-1]), source.dtype)
+    if np.all(hi > lo):
+        s, e = lo - offset, hi - offset
+        full[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = source[s[2]:e[2], s[1]:e[1], s[0]:e[0]]
+    lost = int(np.count_nonzero(source)) - int(np.count_nonzero(full))
+    if lost > 0:
+        raise CaseError(f"'{path}': {lost} segmented voxels lie outside the image's field of view. Crop the "
+                        f"segmentation to the image (or segment on this image) and save again.")
     out = sitk.GetImageFromArray(full)
     out.CopyInformation(reference)
     return out
 
 
+# --- grids ----------------------------------------------------------------------------------------
+
+def _rounded(values, digits: int) -> Tuple[float, ...]:
+    return tuple(round(float(v), digits) for v in values)
+
+
+def _grid_problems(image: sitk.Image, label: sitk.Image) -> List[str]:
+    problems = []
+    if tuple(image.GetSize()) != tuple(label.GetSize()):
+        problems.append(f"size {tuple(image.GetSize())} vs {tuple(label.GetSize())}")
+    if image.GetDimension() != label.GetDimension():
+        return problems or [f"dimension {image.GetDimension()} vs {label.GetDimension()}"]
+    if not np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-4, atol=0.0):
+        problems.append(f"spacing {_rounded(image.GetSpacing(), 5)} vs {_rounded(label.GetSpacing(), 5)} mm")
+    if not np.allclose(image.GetOrigin(), label.GetOrigin(), rtol=0.0, atol=1e-3):
+        problems.append(f"origin {_rounded(image.GetOrigin(), 4)} vs {_rounded(label.GetOrigin(), 4)} mm")
+    if not np.allclose(image.GetDirection(), label.GetDirection(), rtol=0.0, atol=1e-4):
+        problems.append(f"direction {_rounded(image.GetDirection(), 4)} vs {_rounded(label.GetDirection(), 4)}")
+    return problems
+
+
+def check_same_grid(image: sitk.Image, label: sitk.Image, image_path: str, label_path: str) -> None:
+    """Refuse a labelmap that is not on the image's voxel grid, saying what differs.
+
+    Tolerances: spacing 1e-4 relative, origin 1e-3 mm, direction cosines 1e-4.
+    """
+    problems = _grid_problems(image, label)
+    if problems:
+        raise CaseError(
+            f"Labelmap '{label_path}' is not on the voxel grid of image '{image_path}' (image vs labelmap): "
+            f"{'; '.join(problems)}. Export the segmentation with this image as its reference geometry."
+        )
+
+
 def align_to_image(image: sitk.Image, label: sitk.Image, image_path: str, label_path: str) -> sitk.Image:
-    """The labelmap on the image's grid: the same grid, or the same voxels indexed in another
-    axis order (e.g. a flipped y axis), which is re-indexed exactly; anything else is refused."""
-    if _grid_problems(image, label):
+    """The labelmap on the image's grid. A labelmap holding the same voxels stored in
+    another axis order (e.g. a NIfTI with a flipped y axis next to a DICOM series) is
+    re-indexed exactly; any other difference is refused by ``check_same_grid``.
+    Geometry within tolerance is replaced by the image's own, exactly."""
+    if _grid_problems(image, label) and image.GetDimension() == 3 and label.GetDimension() == 3:
         code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
         try:
             reoriented = sitk.DICOMOrient(label, code)
         except RuntimeError:
             reoriented = label
         if not _grid_problems(image, reoriented):
-            return reoriented
+            label = reoriented
     check_same_grid(image, label, image_path, label_path)
+    if label.GetOrigin() != image.GetOrigin() or label.GetSpacing() != image.GetSpacing() \
+            or label.GetDirection() != image.GetDirection():
+        label = sitk.Image(label)
+        label.CopyInformation(image)
     return label
 
 
-def _grid_problems(image: sitk.Image, label: sitk.Image) -> List[str]:
-    problems = []
-    if image.GetSize() != label.GetSize():
-        problems.append(f"size {image.GetSize()} vs {label.GetSize()}")
-    if not np.allclose(image.GetSpacing(), label.GetSpacing(), rtol=1e-4, atol=1e-6):
-        problems.append(f"spacing {tuple(round(s, 5) for s in image.GetSpacing())} vs {tuple(round(s, 5) for s in label.GetSpacing())}")
-    if not np.allclose(image.GetOrigin(), label.GetOrigin(), atol=1e-3):
-        problems.append(f"origin {tuple(round(s, 3) for s in image.GetOrigin())} vs {tuple(round(s, 3) for s in label.GetOrigin())}")
-    if not np.allclose(image.GetDirection(), label.GetDirection(), atol=1e-4):
-        problems.append(f"direction {tuple(round(s, 4) for s in image.GetDirection())} vs {tuple(round(s, 4) for s in label.GetDirection())}")
-    return problems
+# --- writing labelmaps ----------------------------------------------------------------------------
 
-
-def check_same_grid(image: sitk.Image, label: sitk.Image, image_path: str, label_path: str) -> None:
-    """Refuse a labelmap that is not on the image's voxel grid, saying what differs."""
-    problems = _grid_problems(image, label)
-    if problems:
-        raise CaseError(
-            f"Labelmap '{label_path}' is not on the grid of image '{image_path}': {'; '.join(problems)}. "
-            f"Export the segmentation with the image as reference geometry."
-        )
-
-
-def _atomic_target(path: str) -> Tuple[str, str]:
-    folder = os.path.dirname(os.path.abspath(path)) or "."
+def _temporary_sibling(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    ext = ".seg.nrrd" if _is_seg_nrrd(base) else ("".join(Path(base).suffixes[-2:]) if base.endswith(".nii.gz") else Path(base).suffix)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=folder)
-    os.close(fd)
-    return tmp, path
+    suffix = _suffix(path)
+    return os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
+def _label_pixels(label: sitk.Image, path: str) -> sitk.Image:
+    if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
+        raise CaseError(f"Cannot write '{path}': a labelmap must be a 3D single-channel image, got size "
+                        f"{label.GetSize()} with {label.GetNumberOfComponentsPerPixel()} component(s).")
+    if label.GetPixelID() in (sitk.sitkUInt8, sitk.sitkUInt16):
+        return label
+    array = sitk.GetArrayViewFromImage(label)
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise CaseError(f"Cannot write '{path}': the labelmap has non-integer values.")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if low < 0 or high > 65535:
+        raise CaseError(f"Cannot write '{path}': label values must lie in 0..65535 (got {low:g}..{high:g}).")
+    return sitk.Cast(label, sitk.sitkUInt8 if high < 256 else sitk.sitkUInt16)
 
 
 def write_labelmap(
@@ -276,49 +499,74 @@ def write_labelmap(
     names: Optional[Dict[int, str]] = None,
     colors: Optional[Dict[int, Color]] = None,
 ) -> str:
-    """Write a labelmap atomically; ``.seg.nrrd`` gets one named, colored segment per label."""
-    label = sitk.Cast(label, sitk.sitkUInt8) if label.GetPixelID() != sitk.sitkUInt16 else label
-    tmp, final = _atomic_target(path)
+    """Write a labelmap atomically (temporary file in the same folder, then rename).
+
+    ``.nii``/``.nii.gz``/``.nrrd``/``.mha``: plain labelmaps. ``.seg.nrrd``: a Slicer
+    segmentation with one named, colored segment per label value that is named or
+    present (colors default to ``names.label_color``). Returns the path written.
+    """
+    suffix = _suffix(path)
+    if suffix not in LABELMAP_WRITE_SUFFIXES:
+        raise CaseError(f"Cannot write a labelmap to '{path}': use one of {', '.join(LABELMAP_WRITE_SUFFIXES)}.")
+    out = sitk.Image(_label_pixels(label, path))
+    for key in list(out.GetMetaDataKeys()):
+        out.EraseMetaData(key)  # never carry another file's segment table into this one
+    if suffix == ".seg.nrrd":
+        _add_segment_metadata(out, names or {}, colors or {})
+    tmp = _temporary_sibling(path)
     try:
-        if _is_seg_nrrd(path):
-            label = _with_segment_metadata(label, names or {}, colors or {})
-        sitk.WriteImage(label, tmp, useCompression=True)
-        os.replace(tmp, final)
-    except BaseException:
+        sitk.WriteImage(out, tmp, True)
+        os.replace(tmp, path)
+    except RuntimeError as exc:
+        raise CaseError(f"Cannot write '{path}': {_first_line(exc)}") from exc
+    except OSError as exc:
+        raise CaseError(f"Cannot write '{path}': {exc}") from exc
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
-    return final
+    return str(path)
 
 
-def _with_segment_metadata(label: sitk.Image, names: Dict[int, str], colors: Dict[int, Color]) -> sitk.Image:
-    out = sitk.Image(label)
-    for key in list(out.GetMetaDataKeys()):
-        out.EraseMetaData(key)
-    array = sitk.GetArrayViewFromImage(out)
-    values = sorted(names) if names else [int(v) for v in np.unique(array) if v != 0]
-    size = out.GetSize()
-    for i, value in enumerate(values):
-        name = names.get(value, f"Segment_{value}")
-        rgb = colors.get(value, label_color(name, value))
-        mask = array == value
-        if mask.any():
-            idx = np.nonzero(mask)
-            extent = f"{idx[2].min()} {idx[2].max()} {idx[1].min()} {idx[1].max()} {idx[0].min()} {idx[0].max()}"
+def _extents(array_zyx: np.ndarray, values: List[int]) -> Dict[int, str]:
+    """Slicer's ``SegmentN_Extent``: 'i0 i1 j0 j1 k0 k1' of each value's voxels (empty: '0 -1 ...')."""
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(array_zyx.astype(np.int32, copy=False)) if array_zyx.size else []
+    extents = {}
+    for value in values:
+        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if box is None:
+            extents[value] = "0 -1 0 -1 0 -1"
         else:
-            extent = f"0 {size[0] - 1} 0 {size[1] - 1} 0 {size[2] - 1}"
+            z, y, x = box
+            extents[value] = f"{x.start} {x.stop - 1} {y.start} {y.stop - 1} {z.start} {z.stop - 1}"
+    return extents
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _add_segment_metadata(out: sitk.Image, names: Dict[int, str], colors: Dict[int, Color]) -> None:
+    array = sitk.GetArrayViewFromImage(out)
+    present = {int(v) for v in np.unique(array)} - {0}
+    values = sorted(({int(v) for v in names} | present) - {0})
+    extents = _extents(array, values)
+    for i, value in enumerate(values):
+        named = value in names
+        name = _clean(names[value]) if named else f"Segment_{value}"
+        rgb = colors.get(value) or label_color(name, value)
         prefix = f"Segment{i}_"
         out.SetMetaData(prefix + "ID", f"Segment_{value}")
-        out.SetMetaData(prefix + "Name", str(name))
-        out.SetMetaData(prefix + "NameAutoGenerated", "0")
-        out.SetMetaData(prefix + "Color", " ".join(f"{c:.6g}" for c in rgb))
+        out.SetMetaData(prefix + "Name", name)
+        out.SetMetaData(prefix + "NameAutoGenerated", "0" if named else "1")
+        out.SetMetaData(prefix + "Color", " ".join(f"{float(c):.6g}" for c in rgb[:3]))
         out.SetMetaData(prefix + "ColorAutoGenerated", "0")
         out.SetMetaData(prefix + "LabelValue", str(value))
         out.SetMetaData(prefix + "Layer", "0")
-        out.SetMetaData(prefix + "Extent", extent)
-        out.SetMetaData(prefix + "Tags", "TransferSeg.Label:" + str(name) + "|")
+        out.SetMetaData(prefix + "Extent", extents[value])
+        out.SetMetaData(prefix + "Tags", f"TransferSeg.LabelValue:{value}|")
     out.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
     out.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
     out.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
     out.SetMetaData("Segmentation_ConversionParameters", "")
-    return out

@@ -38,6 +38,7 @@ def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], meta: Dict
     record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record.update(meta)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=str(output.parent)))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is meant to be shared
     try:
         torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp / "model.pt")
         (tmp / "model.json").write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,7 +1,7 @@
 """The Slicer scene bridge: volume + segmentation nodes ⇄ case files, predictions → new nodes.
 
-The one place where the engine meets the MRML scene (with ``scene_geometry``,
-``scene_plot`` and ``scene_terminology``). It reads the user's nodes and never
+The one place where the engine meets the MRML scene (with the other ``scene_*``
+modules: geometry, terminology, the training plot, the module's Logic). It reads the user's nodes and never
 changes them: training cases are written as files (exact geometry, only the
 segments the user chose, label values taken from one label list shared by every
 case), and a prediction always becomes a new segmentation node next to its volume.
@@ -64,7 +64,7 @@ def find_segment_id(segmentation, name: str) -> Optional[str]:
 
 
 def segment_mask(segmentation, segment_id: str, volume) -> np.ndarray:
-    """A segment as a (k, j, i) uint8 mask on the volume's grid (a copy)."""
+    """A segment as a (k, j, i) boolean mask on the volume's grid (a copy)."""
     return np.array(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), dtype=np.uint8) > 0
 
 

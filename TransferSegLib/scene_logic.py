@@ -23,18 +23,18 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import slicer
 
-from .errors import CaseError, JobError, ModelError, TransferSegError
-from .names import BACKGROUND, normalize_label_name
+from .errors import CaseError, JobError, TransferSegError
+from .names import normalize_label_name
 from .scene import SceneCase, case_from_segmentation, check_case, export_cases, import_prediction, training_labels
 from .scene_geometry import image_from_volume
 from .scene_plot import TrainingPlot
 from .scene_process import CommandProcess, default_python
+from .scene_runs import PredictionRun, TrainingRun, read_model_card
 
 try:  # the application's base class (parameter node handling); absent from slicer-core
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
@@ -72,100 +72,8 @@ def resources_dir() -> Path:
     return here.parent / "Resources"
 
 
-def read_model_card(model_dir) -> Dict[str, Any]:
-    """A fine-tuned model's ``model.json`` (name, labels, metrics) without loading torch."""
-    path = Path(model_dir) / "model.json"
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"'{model_dir}' is not a TransferSeg model folder (cannot read model.json: {exc}).") from exc
-    if not card.get("labels") or normalize_label_name(card["labels"][0]) != BACKGROUND:
-        raise ModelError(f"'{path}' has no label list starting with background; the model folder is damaged.")
-    card.setdefault("name", Path(model_dir).name)
-    return card
-
-
-def _kind(event: Dict[str, Any]) -> str:
-    return str(event.get("kind") or event.get("event") or "")
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:40] or "model"
-
-
-@dataclass
-class TrainingRun:
-    """A fine-tuning job as the panel follows it."""
-
-    job: Any
-    directory: Path
-    output: Path
-    labels: List[str]
-    plot: Optional[TrainingPlot] = None
-    state: str = "running"  # running, finished, failed, cancelled
-    model: Optional[str] = None
-    error: Optional[str] = None
-    metrics: Dict[str, Any] = field(default_factory=dict)
-    progress: Dict[str, Any] = field(default_factory=dict)
-    validation: Dict[str, Any] = field(default_factory=dict)
-    warnings: List[str] = field(default_factory=list)
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    def status_line(self) -> str:
-        if self.state == "finished":
-            dice = self.validation.get("mean_dice")
-            score = f", validation Dice {dice:.3f}" if isinstance(dice, (int, float)) else ""
-            return f"Done{score}. Model: {self.model}"
-        if self.state in ("failed", "cancelled"):
-            return self.error or self.state.capitalize()
-        if not self.progress:
-            return "Starting (loading the base model and cases)…"
-        parts = [f"iteration {self.progress.get('iteration', 0)}"]
-        total = self.progress.get("total_iterations")
-        if total:
-            parts[0] += f"/{total}"
-        if isinstance(self.progress.get("loss"), (int, float)):
-            parts.append(f"loss {self.progress['loss']:.3f}")
-        if isinstance(self.validation.get("mean_dice"), (int, float)):
-            parts.append(f"Dice {self.validation['mean_dice']:.3f}")
-        eta = self.progress.get("eta_s")
-        if isinstance(eta, (int, float)):
-            parts.append(f"about {_duration(eta)} left")
-        return ", ".join(parts)
-
-    def percent(self) -> int:
-        if self.state == "finished":
-            return 100
-        return int(max(0, min(100, round(float(self.progress.get("percent") or 0)))))
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def describe_error(event: Dict[str, Any]) -> str:
-    """An error event as one message for the user: what happened, then what to do."""
-    message = str(event.get("message") or "The job failed.")
-    hint = event.get("hint")
-    return f"{message} {hint}" if hint and str(hint) not in message else message
-
-
-@dataclass
-class PredictionRun:
-    process: CommandProcess
-    volume: Any
-    model_dir: Path
-    model_name: str
-    labels: List[str]
-    output: Path
 
 
 class TransferSegLogic(_LogicBase):
@@ -282,7 +190,9 @@ class TransferSegLogic(_LogicBase):
             raise TransferSegError(f"Unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}.")
         previous: List[str] = []
         if Path(str(base)).is_dir() and (Path(str(base)) / "model.json").is_file():
-            previous = read_model_card(base)["labels"][1:]
+            # Keep the previous model's order for the classes the cases still annotate.
+            ticked = {normalize_label_name(n) for case in cases for n in case.segments}
+            previous = [n for n in read_model_card(base)["labels"][1:] if normalize_label_name(n) in ticked]
         target = list(labels) if labels else training_labels(cases, previous)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         model_name = name or f"{'-'.join(_slug(n) for n in target[:3])}-{stamp}"
@@ -291,16 +201,20 @@ class TransferSegLogic(_LogicBase):
             directory = directory.with_name(directory.name + "x")
         exported, target = export_cases(cases, directory / "cases", target)
         output = self.work_root / "models" / _slug(model_name)
+        for round_number in range(2, 1000):  # each round keeps its own model folder
+            if not output.exists():
+                break
+            output = output.with_name(f"{_slug(model_name)}-{round_number}")
         settings = dict(train or {})
         settings.setdefault("time_budget", time_budget_s)
         settings.setdefault("iterations", iterations)
-        settings.setdefault("device", device)
-        settings.setdefault("seed", seed)
+        patch_size = settings.pop("patch_size", None)  # overrides the base model's patch size
         from .jobs.api import start_job
         from .jobs.spec import JobSpec
 
         spec = JobSpec(base=str(base), cases=exported, val_cases=[], labels=target, strategy=strategy,
-                       output=str(output), train=settings, device=device, seed=seed, name=model_name)
+                       output=str(output), train=settings, device=device, seed=seed, name=model_name,
+                       patch_size=list(patch_size) if patch_size else None)
         job = start_job(spec, directory, python=self.python)
         self.training = TrainingRun(job=job, directory=Path(directory), output=output, labels=target,
                                     plot=TrainingPlot(f"TransferSeg {model_name}") if plot else None)
@@ -325,35 +239,10 @@ class TransferSegLogic(_LogicBase):
             return []
         events = run.job.poll()
         for event in events:
-            kind = _kind(event)
-            if run.plot is not None:
-                run.plot.add_event(dict(event, kind=kind))
-            if kind == "progress":
-                run.progress = dict(event)
-            elif kind == "validation":
-                run.validation = dict(event)
-            elif kind == "warning":
-                run.warnings.append(str(event.get("message", "")))
-            elif kind == "finished":
-                run.state, run.model, run.metrics = "finished", str(event.get("model") or run.output), dict(event.get("metrics") or {})
-            elif kind in ("error", "failed"):
-                run.state, run.error = "failed", describe_error(event)
-            elif kind == "cancelled":
-                run.state, run.error = "cancelled", "Stopped. The last checkpoint is kept in the job folder."
+            run.apply(event)
         if run.running and not events:
-            self._check_worker_alive(run)
+            run.check_worker(run.job.status())
         return events
-
-    def _check_worker_alive(self, run: TrainingRun) -> None:
-        status = run.job.status()
-        state = str(getattr(status, "state", status) or "")
-        if state in ("failed", "error", "crashed", "died"):
-            run.state = "failed"
-            run.error = str(getattr(status, "message", "") or f"The worker stopped without a result. Log: {run.directory}")
-        elif state in ("cancelled", "canceled"):
-            run.state, run.error = "cancelled", "Stopped. The last checkpoint is kept in the job folder."
-        elif state in ("finished", "done", "succeeded") and run.model is None:
-            run.state, run.model = "finished", str(run.output)
 
     def cancel_training(self) -> None:
         if self.training is not None and self.training.running:
@@ -456,7 +345,7 @@ class TransferSegLogic(_LogicBase):
         pretrained = (resources_dir() / "Models" / "default" / "model.json").is_file()
         return {"base": "default" if pretrained else "none", "strategy": "last-layers" if pretrained else "scratch",
                 "iterations": 20, "time_budget_s": None, "device": "auto",
-                "train": {"patch_size": [32, 32, 32], "batch_size": 2, "val_every": 10, "patience": 0}}
+                "train": {"patch_size": [32, 32, 32], "batch_size": 2, "val_every": 20, "patience": 0}}
 
     @staticmethod
     def _ensure(folder: Path) -> Path:
