@@ -64,7 +64,12 @@ def _suffix(path) -> str:
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder)) or []
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for folders without DICOM
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder)) or []
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not series:
         raise CaseError(f"'{folder}' is a folder without a DICOM series in it (subfolders are not searched): "
                         f"give an image file or the folder holding the series' files.")
