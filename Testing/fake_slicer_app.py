@@ -341,7 +341,8 @@ def stand_in(module_path: str, mrml=None) -> Iterator[types.SimpleNamespace]:
         slicer_module = mrml
         util = mrml.util
         saved_util = {name: getattr(util, name, None) for name in GUI_CALLS + ("VTKObservationMixin",)}
-        saved_attrs = {name: getattr(mrml, name, None) for name in ("app", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n")}
+        saved_attrs = {name: getattr(mrml, name, None)
+                       for name in ("app", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n")}
     else:
         slicer_module = _NodeClasses("slicer")
         slicer_module.__path__ = []

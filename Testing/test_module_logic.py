@@ -51,6 +51,28 @@ def test_devices_always_offer_automatic_and_cpu():
     assert all(d.startswith("cuda:") for d, _ in devices[1:-1])
 
 
+def test_model_list_offers_default_earlier_fine_tunes_and_scratch_without_torch(logic, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # the list must show before dependencies exist
+    mine = tmp_path / "home" / "models" / "liver-round-1"
+    mine.mkdir(parents=True)
+    (mine / "model.json").write_text(json.dumps({"format": "transferseg-model", "name": "liver round 1",
+                                                  "labels": ["background", "liver"], "modality": "CT"}))
+    rows = logic.base_models()
+    names = [r.name for r in rows]
+    assert names[0] == "default" and rows[0].source == "shipped" and rows[0].cached
+    assert "spleen" in rows[0].classes and "background" not in rows[0].classes
+    mine_row = rows[names.index(str(mine))]
+    assert mine_row.title == "liver round 1" and mine_row.classes == ["liver"]
+    assert names[-1] == "none"
+
+
+def test_scratch_base_needs_the_scratch_strategy(logic):
+    volume, segmentation = logic.load_sample_case(["liver"])
+    case = logic.make_case(volume, segmentation, ["liver"])
+    with pytest.raises(TransferSegError, match="pick a base model, or the 'scratch' strategy"):
+        logic.start_finetune([case], base="none", strategy="last-layers")
+
+
 def test_bad_case_fails_before_any_job_or_file_exists(logic, tmp_path):
     volume, segmentation = logic.load_sample_case(["liver"])
     segmentation.GetSegmentation().AddEmptySegment("spleen", "spleen", (0.6, 0.4, 0.6))

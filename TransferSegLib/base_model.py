@@ -146,6 +146,10 @@ def resolve_base_model(
             f"bundle (configs/ + models/). To use a bare checkpoint, register it first with "
             f"'transferseg models add --name NAME --checkpoint FILE --spec SPEC.json'."
         )
-    from .catalog import resolve_catalog_model
-
+    try:
+        from .catalog import resolve_catalog_model
+    except ImportError:
+        raise ModelError(
+            f"Unknown base model '{key}': it is not 'default', 'none', a model folder or a MONAI bundle."
+        ) from None
     return resolve_catalog_model(key, offline=offline, cache_root=cache_root, progress=progress)

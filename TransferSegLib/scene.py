@@ -116,7 +116,8 @@ def _same_lattice(volume: Grid, drawn: Grid) -> bool:
     """The segmentation's voxels are the volume's (it may cover only part of it)."""
     if drawn.matches(volume):
         return True
-    if not (np.allclose(drawn.spacing, volume.spacing, rtol=1e-4) and np.allclose(drawn.direction, volume.direction, atol=1e-4)):
+    same_axes = np.allclose(drawn.direction, volume.direction, atol=1e-4)
+    if not (same_axes and np.allclose(drawn.spacing, volume.spacing, rtol=1e-4)):
         return False
     # Same spacing and axes: a cropped reference is fine if it starts on a voxel of the volume.
     direction = np.asarray(volume.direction).reshape(3, 3)
@@ -163,7 +164,8 @@ def labelmap_from_segments(case: SceneCase, labels: Sequence[str]) -> sitk.Image
     for name in sorted(case.segments, key=lambda n: index.get(normalize_label_name(n), 0)):
         value = index.get(normalize_label_name(name))
         if value is None:
-            raise CaseError(f"The segment '{name}' of '{case.segmentation.GetName()}' is not one of the target classes {list(labels)}.")
+            raise CaseError(f"The segment '{name}' of '{case.segmentation.GetName()}' is not one of the target "
+                            f"classes {list(labels)}.")
         voxels[_ticked_mask(case, name)] = value
     return grid.apply_to(sitk.GetImageFromArray(voxels))
 
@@ -228,7 +230,8 @@ def export_cases(cases: Sequence[SceneCase], folder: Union[str, Path], labels: O
     for case, labelmap in zip(cases, labelmaps):
         stem = _file_stem(case.name)
         used[stem] = used.get(stem, 0) + 1
-        exported.append(_write_case(case, labelmap, labels, Path(folder), stem if used[stem] == 1 else f"{stem}_{used[stem]}"))
+        unique = stem if used[stem] == 1 else f"{stem}_{used[stem]}"
+        exported.append(_write_case(case, labelmap, labels, Path(folder), unique))
     return exported, labels
 
 

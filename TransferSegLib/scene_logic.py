@@ -28,10 +28,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import slicer
 
-from .errors import CaseError, JobError, TransferSegError
+from .errors import CaseError, JobError, ModelError, TransferSegError
 from .names import normalize_label_name
 from .scene import SceneCase, case_from_segmentation, check_case, export_cases, import_prediction, training_labels
 from .scene_geometry import image_from_volume
+from .scene_models import ModelRow, model_rows
 from .scene_plot import TrainingPlot
 from .scene_process import CommandProcess, default_python
 from .scene_runs import PredictionRun, TrainingRun, read_model_card
@@ -70,6 +71,16 @@ def resources_dir() -> Path:
         if candidate.is_dir():
             return candidate
     return here.parent / "Resources"
+
+
+def _catalog():
+    try:
+        from . import catalog
+    except ImportError as exc:
+        raise ModelError(
+            "This TransferSeg has no model catalog: use the shipped 'default' model or a model folder."
+        ) from exc
+    return catalog
 
 
 def _slug(text: str) -> str:
@@ -131,24 +142,23 @@ class TransferSegLogic(_LogicBase):
 
     # --- base models --------------------------------------------------------------------------
 
-    @staticmethod
-    def base_models() -> List[Any]:
-        """Catalog entries (shipped default, downloadable, user-added) for the model list."""
-        from . import catalog
-
-        return list(catalog.list_models())
+    def base_models(self) -> List[ModelRow]:
+        """The model table: shipped default, catalog models, the user's fine-tuned models, scratch."""
+        return model_rows(resources_dir(), self.work_root)
 
     @staticmethod
     def download_base_model(name: str, progress: Optional[Callable[[int, int], None]] = None):
-        from . import catalog
-
+        """Download (and verify) a catalog model; ``progress(done_bytes, total_bytes)``."""
+        catalog = _catalog()
         return catalog.download_model(name, progress=progress)
 
     @staticmethod
     def add_local_model(path: str, name: Optional[str] = None):
         """Register a model folder, checkpoint or MONAI bundle; returns its catalog name."""
-        from . import catalog
-
+        if (Path(path) / "model.json").is_file():
+            read_model_card(path)  # a fine-tuned model folder is usable as it is
+            return str(Path(path).resolve())
+        catalog = _catalog()
         return catalog.add_user_model(path, name=name)
 
     # --- cases --------------------------------------------------------------------------------
@@ -188,6 +198,9 @@ class TransferSegLogic(_LogicBase):
             raise JobError(f"A fine-tuning job is already running ({self.training.directory}): stop it first.")
         if strategy not in STRATEGIES:
             raise TransferSegError(f"Unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}.")
+        if str(base).strip().lower() in ("none", "scratch") and strategy != "scratch":
+            raise ModelError(f"Without a base model there are no pretrained weights for the '{strategy}' strategy: "
+                             f"pick a base model, or the 'scratch' strategy.")
         previous: List[str] = []
         if Path(str(base)).is_dir() and (Path(str(base)) / "model.json").is_file():
             # Keep the previous model's order for the classes the cases still annotate.
@@ -282,7 +295,8 @@ class TransferSegLogic(_LogicBase):
         image_path = folder / "image.nrrd"
         sitk.WriteImage(image_from_volume(volume), str(image_path), useCompression=True)
         output = folder / "prediction.nii.gz"
-        args = ["predict", "--model", str(model_dir), "--image", str(image_path), "--output", str(output), "--device", device]
+        args = ["predict", "--model", str(model_dir), "--image", str(image_path), "--output", str(output),
+                "--device", device]
         if tta:
             args.append("--tta")
         if largest_component:
