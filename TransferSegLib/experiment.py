@@ -222,11 +222,18 @@ def _plot(summary, rows, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _budget(config: TrainConfig) -> str:
+    parts = []
+    if config.iterations:
+        parts.append(f"{config.iterations} iterations")
+    if config.time_budget:
+        parts.append(f"{config.time_budget:.0f} s")
+    return " or ".join(parts)
+
+
 def _report(spec: ExperimentSpec, summary, results: Sequence[RunResult]) -> str:
     lines = [f"# Experiment: {spec.name}", "",
-             f"Target labels: {', '.join(spec.labels)}; base model: `{spec.base}`; "
-             f"budget per run: {spec.train.time_budget or ''}{' s' if spec.train.time_budget else ''}"
-             f"{' / ' + str(spec.train.iterations) + ' iterations' if spec.train.iterations else ''}; "
+             f"Target labels: {', '.join(spec.labels)}; base model: `{spec.base}`; budget per run: {_budget(spec.train)}; "
              f"repeats: {spec.repeats}; folds: {len(_folds(spec))}.", "",
              "| strategy | training cases | Dice mean | std | min | max | n (case×class×repeat) |",
              "|---|---|---|---|---|---|---|"]

@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="fine-tune the default model on the sample data and score a held-out CT")
     p.add_argument("--output", default="transferseg-demo", help="folder for the model and the prediction")
     p.add_argument("--base", default="default", help="base model (default: the shipped one)")
-    p.add_argument("--strategy", default="last-layers")
+    p.add_argument("--strategy", default="full",
+                   help="default full: it transferred best from the small shipped base model (docs/results.md)")
     p.add_argument("--time-budget", type=float, default=120.0, help="fine-tuning budget in seconds")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--device", default="auto")
