@@ -211,6 +211,10 @@ def _plot(summary, rows, path: Path, title: str) -> None:
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=strategy)
         raw = [r for r in rows if r["strategy"] == strategy]
         ax.scatter([float(r["size"]) + (i - len(strategies) / 2) * 0.04 for r in raw], [r["dice"] for r in raw], s=8, alpha=0.35)
+    sizes = sorted({s["size"] for s in summary})
+    if sizes:
+        ax.set_xticks(sizes)
+        ax.set_xlim(min(sizes) - 0.5, max(sizes) + 0.5)
     ax.set_xlabel("training cases")
     ax.set_ylabel("Dice (held-out)")
     ax.set_ylim(0, 1)
