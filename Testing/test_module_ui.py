@@ -177,3 +177,45 @@ def test_module_loads_in_a_slicer_without_torch_or_monai(stand_in, monkeypatch):
     widget.setup()
     assert widget.ui.dependenciesWidget.visible  # offers to install instead of failing
     assert {"torch", "monai"} <= set(widget.logic.missing_dependencies())
+
+
+def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tmp_path):
+    """The widget's own code paths with real MRML: a case added, a job followed to its end."""
+    slicer_fixture = pytest.importorskip("slicer_fixture")
+    real = pytest.importorskip("slicer")
+    application = slicer_fixture.MRMLApplication()
+    monkeypatch.setattr(real, "mrmlScene", application.scene, raising=False)
+    monkeypatch.setattr(real, "modules", application.modules, raising=False)
+    monkeypatch.syspath_prepend(str(MODULE.parent))
+    with fake_slicer_app.stand_in(str(MODULE), mrml=real) as app:
+        import TransferSeg
+        from TransferSegLib.scene_runs import TrainingRun
+
+        widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
+        widget.setup()
+        volume, segmentation = widget.logic.load_sample_case(["liver"])
+        widget._add_case(widget.logic.make_case(volume, segmentation, ["liver"]))
+        widget._updateGUI()
+        assert widget.ui.caseCountLabel.text == "1 training case(s)"
+        assert widget.ui.targetLabelsLabel.text == "liver"
+        assert widget.ui.startButton.enabled and widget.ui.casesTable.rowCount == 1
+
+        class FinishedJob:
+            def poll(self):
+                return [{"kind": "progress", "iteration": 20, "total_iterations": 20, "percent": 100.0, "loss": 0.3},
+                        {"kind": "finished", "model": str(tmp_path / "model"), "metrics": {}}]
+
+            def status(self):
+                return "finished"
+
+        widget._parameterNode.jobDirectory = str(tmp_path / "job")
+        widget.logic.training = TrainingRun(job=FinishedJob(), directory=tmp_path / "job", output=tmp_path / "model",
+                                            labels=["liver"])
+        widget.onTimer()
+        assert widget._parameterNode.lastModel == str(tmp_path / "model")
+        assert widget._parameterNode.modelDirectory == str(tmp_path / "model")
+        assert widget._parameterNode.jobDirectory == ""  # nothing left to re-attach to
+        assert widget.ui.trainingStatusLabel.text.startswith("Done")
+        assert widget.ui.startButton.text == "Start fine-tuning" and widget.ui.finetuneAgainButton.enabled
+        assert not app.messages
+    application.scene.Clear(1)

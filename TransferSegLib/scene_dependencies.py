@@ -21,9 +21,13 @@ class DependencyError(TransferSegError):
     """A dependency is missing and was not (or could not be) installed."""
 
 
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
 def _missing(names) -> List[str]:
-    importlib.invalidate_caches()
-    return [n for n in names if importlib.util.find_spec(n) is None]
+    importlib.invalidate_caches()  # packages installed a moment ago must be seen
+    return [n for n in names if not _installed(n)]
 
 
 def install_torch() -> None:

@@ -4,10 +4,10 @@ Prediction can take minutes and needs torch: it runs in its own process (in
 Slicer: ``PythonSlicer``), so the application stays responsive and a crash or an
 out-of-memory kill cannot take the user's scene with it. The panel polls it from
 a timer; cancelling kills the whole process tree (``PythonSlicer`` is a launcher
-whose child is the real interpreter). Needs no ``slicer`` import.
+whose child is the real interpreter), with the job layer's helpers. Needs no
+``slicer`` import.
 """
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,22 +15,13 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .errors import JobError, TransferSegError
-
-LIBRARY_PARENT = str(Path(__file__).resolve().parent.parent)
+from .jobs.launch import worker_environment
+from .jobs.processes import kill_tree
 
 
 def default_python() -> str:
     """The interpreter for workers: Slicer's ``PythonSlicer`` inside Slicer, else this one."""
     return shutil.which("PythonSlicer") or sys.executable
-
-
-def worker_environment() -> dict:
-    """This process's environment with TransferSegLib importable by the worker."""
-    env = dict(os.environ)
-    paths = [LIBRARY_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != LIBRARY_PARENT]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 class CommandProcess:
@@ -75,7 +66,7 @@ class CommandProcess:
         self.cancelled = True
         if self.process.poll() is not None:
             return
-        kill_tree(self.process.pid)
+        kill_tree([self.process.pid])
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:  # pragma: no cover - the OS refused to kill
@@ -105,28 +96,3 @@ class CommandProcess:
         return TransferSegError(
             f"'transferseg {self.args[0]}' failed (exit code {code}): {last}. {hint} Log: {self.log_path}"
         )
-
-
-def kill_tree(pid: int) -> None:
-    """Kill a process and all its descendants (children first, so none is re-parented and lost)."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            parent = psutil.Process(pid)
-            family = parent.children(recursive=True) + [parent]
-        except psutil.NoSuchProcess:
-            return
-        for process in family:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(family, timeout=10)
-        return
-    try:  # pragma: no cover - psutil is a dependency; this keeps cancel working without it
-        os.kill(pid, 9)
-    except OSError:
-        pass

@@ -1,0 +1,142 @@
+"""What the panel follows of background work: a fine-tuning job, a prediction process.
+
+Plain state built from the job's events (no Qt, no ``slicer`` import): the status
+line with ETA, the percentage, the final model or the error message to show.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .errors import ModelError
+from .names import BACKGROUND, normalize_label_name
+
+STOPPED = "Stopped. The last checkpoint is kept in the job folder."
+
+
+def read_model_card(model_dir) -> Dict[str, Any]:
+    """A fine-tuned model's ``model.json`` (name, labels, metrics) without loading torch."""
+    path = Path(model_dir) / "model.json"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"'{model_dir}' is not a TransferSeg model folder (cannot read model.json: {exc}).") from exc
+    if not card.get("labels") or normalize_label_name(card["labels"][0]) != BACKGROUND:
+        raise ModelError(f"'{path}' has no label list starting with background; the model folder is damaged.")
+    card.setdefault("name", Path(model_dir).name)
+    return card
+
+
+def _kind(event: Dict[str, Any]) -> str:
+    return str(event.get("kind") or event.get("event") or "")
+
+
+@dataclass
+class TrainingRun:
+    """A fine-tuning job as the panel follows it."""
+
+    job: Any
+    directory: Path
+    output: Path
+    labels: List[str]
+    plot: Optional[Any] = None  # a scene_plot.TrainingPlot
+    state: str = "running"  # running, finished, failed, cancelled
+    model: Optional[str] = None
+    error: Optional[str] = None
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    progress: Dict[str, Any] = field(default_factory=dict)
+    validation: Dict[str, Any] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def status_line(self) -> str:
+        if self.state == "finished":
+            dice = self.validation.get("mean_dice")
+            score = f", validation Dice {dice:.3f}" if isinstance(dice, (int, float)) else ""
+            return f"Done{score}. Model: {self.model}"
+        if self.state in ("failed", "cancelled"):
+            return self.error or self.state.capitalize()
+        if not self.progress:
+            return "Starting (loading the base model and cases)…"
+        parts = [f"iteration {self.progress.get('iteration', 0)}"]
+        total = self.progress.get("total_iterations")
+        if total:
+            parts[0] += f"/{total}"
+        if isinstance(self.progress.get("loss"), (int, float)):
+            parts.append(f"loss {self.progress['loss']:.3f}")
+        if isinstance(self.validation.get("mean_dice"), (int, float)):
+            parts.append(f"Dice {self.validation['mean_dice']:.3f}")
+        eta = self.progress.get("eta_s")
+        if isinstance(eta, (int, float)):
+            parts.append(f"about {_duration(eta)} left")
+        return ", ".join(parts)
+
+    def apply(self, event: Dict[str, Any]) -> None:
+        """Update the state (and the plot) from one job event."""
+        kind = _kind(event)
+        if self.plot is not None:
+            self.plot.add_event(dict(event, kind=kind))
+        if kind == "progress":
+            self.progress = dict(event)
+        elif kind == "validation":
+            self.validation = dict(event)
+        elif kind == "warning":
+            self.warnings.append(str(event.get("message", "")))
+        elif kind == "finished":
+            self.state, self.model = "finished", str(event.get("model") or self.output)
+            self.metrics = dict(event.get("metrics") or {})
+        elif kind in ("error", "failed"):
+            self.state, self.error = "failed", describe_error(event)
+        elif kind == "cancelled":
+            self.state, self.error = "cancelled", STOPPED
+
+    def check_worker(self, status: Any) -> None:
+        """A worker that died without a last event (killed, crashed) must not look busy forever."""
+        state = str(getattr(status, "state", status) or "")
+        if state in ("failed", "error", "crashed", "died", "lost"):
+            self.state = "failed"
+            message = str(getattr(status, "message", "") or "")
+            self.error = describe_error({"message": message, "hint": getattr(status, "hint", "")}) if message else (
+                f"The training process stopped without a result (killed, or out of memory?). "
+                f"Its log is in {self.directory}.")
+        elif state in ("cancelled", "canceled"):
+            self.state, self.error = "cancelled", STOPPED
+        elif state in ("finished", "done", "succeeded") and self.model is None:
+            self.state, self.model = "finished", str(self.output)
+
+    def percent(self) -> int:
+        if self.state == "finished":
+            return 100
+        return int(max(0, min(100, round(float(self.progress.get("percent") or 0)))))
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe_error(event: Dict[str, Any]) -> str:
+    """An error event as one message for the user: what happened, then what to do."""
+    message = str(event.get("message") or "The job failed.")
+    hint = event.get("hint")
+    return f"{message} {hint}" if hint and str(hint) not in message else message
+
+
+@dataclass
+class PredictionRun:
+    process: Any  # a scene_process.CommandProcess
+    volume: Any
+    model_dir: Path
+    model_name: str
+    labels: List[str]
+    output: Path
+
+
