@@ -223,7 +223,6 @@ def test_a_missing_case_file_or_model_folder_is_refused_at_start_and_recorded(tm
 
 
 def test_an_unknown_catalog_model_fails_in_the_worker_before_training(tmp_path, cases, jobs):
-    pytest.importorskip("TransferSegLib.catalog", reason="the model catalog is not there yet")
     spec = tiny_spec(cases, tmp_path / "model")
     spec.base = "no-such-model-anywhere"
     job = start_job(spec, tmp_path / "job")

@@ -196,22 +196,22 @@ class PreprocessInfo:
 
 
 def resampled_grid(oriented: Grid, spacing: Optional[Tuple[float, float, float]]) -> Grid:
-    """The grid at ``spacing`` over the same field of view (centred on it).
+    """The grid at ``spacing`` that MONAI's ``Spacing`` would produce.
 
-    Size is ``round(extent / spacing)`` per axis; the same spacing (to 1e-6
-    relative) keeps the grid unchanged, so such recipes never interpolate.
+    The first voxel centre stays where it is and each axis gets
+    ``round((n - 1) * s / s' + 1)`` voxels, so a model exported as a MONAI
+    bundle sees the same voxels under ``monai.bundle run`` as under
+    ``transferseg predict``. The same spacing (to 1e-6 relative) keeps the grid
+    unchanged, so such recipes never interpolate.
     """
     if spacing is None or np.allclose(spacing, oriented.spacing, rtol=1e-6, atol=0.0):
         return oriented
     old_size = np.array(oriented.size, float)
     old_spacing = np.array(oriented.spacing, float)
     new_spacing = np.array(spacing, float)
-    new_size = np.maximum(1, np.round(old_size * old_spacing / new_spacing)).astype(int)
-    matrix = oriented.matrix()
-    centre = np.array(oriented.origin) + matrix @ (old_spacing * (old_size - 1) / 2.0)
-    origin = centre - matrix @ (new_spacing * (new_size - 1) / 2.0)
+    new_size = np.maximum(1, np.round((old_size - 1) * old_spacing / new_spacing + 1)).astype(int)
     return Grid(tuple(int(s) for s in new_size), tuple(float(s) for s in new_spacing),
-                tuple(float(o) for o in origin), oriented.direction)
+                tuple(float(o) for o in oriented.origin), oriented.direction)
 
 
 def _source_indices(source: Grid, target: Grid) -> List[np.ndarray]:
