@@ -2,6 +2,8 @@
 bundle machinery, the labelmap ``transferseg predict`` writes; bundles import as base models."""
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -48,11 +50,17 @@ def _ct(path: Path, spacing, direction=(-1, 0, 0, 0, 1, 0, 0, 0, -1)) -> Path:
 
 
 def _monai_bundle_prediction(bundle: Path, image: Path, out_dir: Path) -> sitk.Image:
-    from monai.bundle import run
+    """MONAI's own command line, as the bundle's README tells a user to run it.
 
-    run(run_id="run", config_file=str(bundle / "configs" / "inference.json"),
-        meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle), image=str(image),
-        output_dir=str(out_dir))
+    In a separate process also because ``monai.bundle run`` turns autograd off
+    for the whole interpreter (the bundle's ``initialize`` step).
+    """
+    command = [sys.executable, "-m", "monai.bundle", "run",
+               "--config_file", str(bundle / "configs" / "inference.json"),
+               "--meta_file", str(bundle / "configs" / "metadata.json"),
+               "--bundle_root", str(bundle), "--image", str(image), "--output_dir", str(out_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     written = sorted(out_dir.glob("*.nii.gz"))
     assert len(written) == 1
     return sitk.ReadImage(str(written[0]))

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from TransferSegLib.errors import CaseError
 from TransferSegLib.evaluate import evaluate_files, format_table, metrics_to_json
 
-SLICERIO = Path("/work/shared/data/slicerio")
+SLICERIO = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "SlicerIO"
 
 
 def _image(array_xyz: np.ndarray, spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)) -> sitk.Image:
@@ -122,8 +122,6 @@ def test_distances_use_the_reference_spacing(tmp_path):
 
 
 def test_overlapping_segments_are_evaluated_per_layer():
-    if not SLICERIO.exists():
-        pytest.skip("shared sample data not available")
     metrics = evaluate_files(str(SLICERIO / "SegmentationOverlapping.seg.nrrd"),
                              str(SLICERIO / "SegmentationOverlapping.seg.nrrd"))
     labels = [c.label for c in metrics.classes]

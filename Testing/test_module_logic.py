@@ -19,10 +19,10 @@ import slicer  # noqa: E402
 
 from TransferSegLib.errors import CaseError, TransferSegError  # noqa: E402
 from TransferSegLib.scene import SceneCase, find_segment_id, segment_mask, segment_names  # noqa: E402
-from TransferSegLib.scene_logic import TransferSegLogic  # noqa: E402
-from TransferSegLib.scene_plot import TrainingPlot  # noqa: E402
-from TransferSegLib.scene_runs import TrainingRun, describe_error  # noqa: E402
-from TransferSegLib.scene_process import CommandProcess  # noqa: E402
+from TransferSegLib.scene.logic import TransferSegLogic  # noqa: E402
+from TransferSegLib.scene.plot import TrainingPlot  # noqa: E402
+from TransferSegLib.scene.runs import TrainingRun, describe_error  # noqa: E402
+from TransferSegLib.scene.process import CommandProcess  # noqa: E402
 
 MODULE = Path(__file__).resolve().parent.parent / "TransferSeg" / "TransferSeg.py"
 
@@ -241,3 +241,18 @@ def test_running_job_is_reattached_from_the_saved_scene_and_cancelled(logic, mrm
     assert not worker or not _alive(psutil, worker)
     reopened.scene.Clear(1)
     slicer.mrmlScene = mrml_scene.scene
+
+
+def test_models_are_cached_in_slicers_cache_folder_unless_the_user_chose_one(mrml_scene, tmp_path, monkeypatch):
+    import slicer
+    from types import SimpleNamespace
+
+    from TransferSegLib.download import cache_dir
+
+    monkeypatch.delenv("TRANSFERSEG_CACHE", raising=False)
+    monkeypatch.setattr(slicer, "app", SimpleNamespace(cachePath=str(tmp_path / "SlicerCache")), raising=False)
+    logic = TransferSegLogic(python=sys.executable, work_root=str(tmp_path / "home"))
+    assert logic.cache == tmp_path / "SlicerCache" / "TransferSeg"
+    assert cache_dir() == logic.cache  # what the catalog and the worker processes (same environment) use
+    monkeypatch.setenv("TRANSFERSEG_CACHE", str(tmp_path / "mine"))
+    assert TransferSegLogic(python=sys.executable, work_root=str(tmp_path / "home")).cache == tmp_path / "mine"

@@ -189,7 +189,7 @@ def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tm
     monkeypatch.syspath_prepend(str(MODULE.parent))
     with fake_slicer_app.stand_in(str(MODULE), mrml=real) as app:
         import TransferSeg
-        from TransferSegLib.scene_runs import TrainingRun
+        from TransferSegLib.scene.runs import TrainingRun
 
         widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
         widget.setup()

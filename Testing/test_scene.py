@@ -12,8 +12,8 @@ from TransferSegLib.cases import load_case  # noqa: E402
 from TransferSegLib.errors import CaseError  # noqa: E402
 from TransferSegLib.names import label_color  # noqa: E402
 from TransferSegLib import scene  # noqa: E402
-from TransferSegLib.scene_geometry import image_from_volume, volume_from_image  # noqa: E402
-from TransferSegLib.scene_plot import TrainingPlot  # noqa: E402
+from TransferSegLib.scene.geometry import image_from_volume, volume_from_image  # noqa: E402
+from TransferSegLib.scene.plot import TrainingPlot  # noqa: E402
 
 
 def rotation(axis, degrees):

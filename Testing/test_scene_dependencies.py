@@ -12,8 +12,8 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from TransferSegLib import scene_dependencies  # noqa: E402
-from TransferSegLib.scene_dependencies import DependencyError, install_dependencies  # noqa: E402
+from TransferSegLib.scene import dependencies as scene_dependencies  # noqa: E402
+from TransferSegLib.scene.dependencies import DependencyError, install_dependencies  # noqa: E402
 
 MODULES = {"torch": "PyTorch", "monai": "MONAI", "einops": "einops"}
 

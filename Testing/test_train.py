@@ -92,6 +92,20 @@ def test_frozen_parameters_do_not_change(tmp_path):
     assert not torch.equal(before["output_block.conv.conv.weight"], after["output_block.conv.conv.weight"])
 
 
+def test_training_learns_even_when_the_caller_switched_autograd_off(tmp_path):
+    cases = [_case(1, "a")]
+    model = _model()
+    before = model.output_block.conv.conv.weight.detach().clone()
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # what `monai.bundle run` leaves behind in its interpreter
+    try:
+        train(model, cases, [], ["background", "blob"], "last-layers", _config(iterations=2), tmp_path)
+        assert not torch.is_grad_enabled()  # and the caller's state is given back
+    finally:
+        torch.set_grad_enabled(previous)
+    assert not torch.equal(before, model.output_block.conv.conv.weight)
+
+
 def test_a_budget_is_required():
     with pytest.raises(TransferSegError, match="budget"):
         _config(iterations=None, time_budget=None).check()

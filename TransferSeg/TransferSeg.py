@@ -2,7 +2,7 @@
 
 The panel follows the workflow: (1) base model, (2) training cases, (3) fine-tune,
 (4) predict, (5) review and iterate. It only binds the GUI to the parameter node
-and to the Logic (``TransferSegLib.scene_logic``), which runs everything in
+and to the Logic (``TransferSegLib.scene.logic``), which runs everything in
 background processes and can be used from the Python console without the panel.
 This file imports neither torch nor monai: they are installed on first use.
 """
@@ -41,7 +41,7 @@ _make_library_importable()
 
 from TransferSegLib.errors import TransferSegError  # noqa: E402
 from TransferSegLib.scene import SceneCase, segment_names, training_labels  # noqa: E402
-from TransferSegLib.scene_logic import STRATEGIES, TransferSegLogic, read_model_card  # noqa: E402
+from TransferSegLib.scene.logic import STRATEGIES, TransferSegLogic, read_model_card  # noqa: E402
 
 POLL_INTERVAL_MS = 1000
 

@@ -405,6 +405,7 @@ def _readme(info: BaseModel, meta: Dict[str, Any]) -> str:
         f"- sliding window {list(info.patch_size)}, gaussian blending, overlap 0.5; softmax, argmax, back to the "
         f"input grid", "",
         "## Run", "",
+        "Needs monai, nibabel and fire (`pip install monai nibabel fire`).", "",
         "```", "python -m monai.bundle run --config_file configs/inference.json --bundle_root . \\",
         "    --image /path/to/image.nii.gz --output_dir ./eval", "```", "",
     ]

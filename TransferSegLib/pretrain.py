@@ -84,6 +84,7 @@ class MaskedReconstructionConfig:
     device: str = "auto"
 
 
+@torch.enable_grad()  # as train.train: never depend on the caller's autograd state
 def pretrain_masked_reconstruction(
     images: List[str],
     output: str,

@@ -171,6 +171,7 @@ def _checkpoint_payload(model, optimizer, state: TrainState, np_rng, torch_gen, 
     }
 
 
+@torch.enable_grad()  # a host (Slicer, a MONAI bundle run) may have switched autograd off globally
 def train(
     model: nn.Module,
     train_cases: List[PreparedCase],

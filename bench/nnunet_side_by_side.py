@@ -45,7 +45,7 @@ def default_sample_dir() -> Path:
     """The repo's shipped samples, or the shared copy when the repo's is incomplete."""
     needed = ["example_ct_sm.nii.gz", "example_seg.nii.gz", "example_ct_dicom", "example_seg_dicom.nii.gz"]
     for candidate in (REPO / "Resources/SampleData/TotalSegmentator",
-                      Path("/work/shared/data/totalsegmentator-examples")):
+                      REPO.parent / "shared/data/totalsegmentator-examples"):
         if all((candidate / n).exists() for n in needed):
             return candidate
     return REPO / "Resources/SampleData/TotalSegmentator"

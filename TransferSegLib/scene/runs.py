@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .errors import ModelError
-from .names import BACKGROUND, normalize_label_name
+from ..errors import ModelError
+from ..names import BACKGROUND, normalize_label_name
 
 STOPPED = "Stopped. The last checkpoint is kept in the job folder."
 
@@ -40,7 +40,7 @@ class TrainingRun:
     directory: Path
     output: Path
     labels: List[str]
-    plot: Optional[Any] = None  # a scene_plot.TrainingPlot
+    plot: Optional[Any] = None  # a plot.TrainingPlot
     state: str = "running"  # running, finished, failed, cancelled
     model: Optional[str] = None
     error: Optional[str] = None
@@ -132,7 +132,7 @@ def describe_error(event: Dict[str, Any]) -> str:
 
 @dataclass
 class PredictionRun:
-    process: Any  # a scene_process.CommandProcess
+    process: Any  # a process.CommandProcess
     volume: Any
     model_dir: Path
     model_name: str

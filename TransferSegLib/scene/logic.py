@@ -28,14 +28,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import slicer
 
-from .errors import CaseError, JobError, ModelError, TransferSegError
-from .names import normalize_label_name
-from .scene import SceneCase, case_from_segmentation, check_case, export_cases, import_prediction, training_labels
-from .scene_geometry import image_from_volume
-from .scene_models import ModelRow, model_rows
-from .scene_plot import TrainingPlot
-from .scene_process import CommandProcess, default_python
-from .scene_runs import PredictionRun, TrainingRun, read_model_card
+from ..errors import CaseError, JobError, ModelError, TransferSegError
+from ..names import normalize_label_name
+from . import SceneCase, case_from_segmentation, check_case, export_cases, import_prediction, training_labels
+from .geometry import image_from_volume
+from .models import ModelRow, model_rows
+from .plot import TrainingPlot
+from .process import CommandProcess, default_python
+from .runs import PredictionRun, TrainingRun, read_model_card
 
 try:  # the application's base class (parameter node handling); absent from slicer-core
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
@@ -64,9 +64,25 @@ def transferseg_home() -> Path:
     return Path(os.environ.get("TRANSFERSEG_HOME", "") or "~/.transferseg").expanduser()
 
 
+def use_slicer_cache() -> Optional[Path]:
+    """Point downloads at Slicer's cache folder unless the user chose one.
+
+    Set in the environment (not passed around) so the worker processes the panel
+    starts resolve catalog models from the same folder as the panel.
+    """
+    if os.environ.get("TRANSFERSEG_CACHE", "").strip():
+        return Path(os.environ["TRANSFERSEG_CACHE"]).expanduser()
+    cache_path = getattr(getattr(slicer, "app", None), "cachePath", None)
+    if not cache_path:
+        return None
+    folder = Path(str(cache_path)) / "TransferSeg"
+    os.environ["TRANSFERSEG_CACHE"] = str(folder)
+    return folder
+
+
 def resources_dir() -> Path:
     """The extension's Resources folder: next to TransferSegLib in a checkout, in the module when installed."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # TransferSegLib/
     for candidate in (here.parent / "Resources", here.parent / "TransferSeg" / "Resources"):
         if candidate.is_dir():
             return candidate
@@ -75,7 +91,7 @@ def resources_dir() -> Path:
 
 def _catalog():
     try:
-        from . import catalog
+        from .. import catalog
     except ImportError as exc:
         raise ModelError(
             "This TransferSeg has no model catalog: use the shipped 'default' model or a model folder."
@@ -92,6 +108,7 @@ class TransferSegLogic(_LogicBase):
 
     def __init__(self, python: Optional[str] = None, work_root: Optional[str] = None):
         _LogicBase.__init__(self)
+        self.cache = use_slicer_cache()
         self.python = python or default_python()
         self.work_root = Path(work_root) if work_root else transferseg_home()
         self.training: Optional[TrainingRun] = None
@@ -110,7 +127,7 @@ class TransferSegLogic(_LogicBase):
 
         Slicer's own SimpleITK, torch and requests are never replaced. Application only.
         """
-        from .scene_dependencies import install_dependencies
+        from .dependencies import install_dependencies
 
         install_dependencies(requirements_path, DEPENDENCIES)
 
@@ -222,8 +239,8 @@ class TransferSegLogic(_LogicBase):
         settings.setdefault("time_budget", time_budget_s)
         settings.setdefault("iterations", iterations)
         patch_size = settings.pop("patch_size", None)  # overrides the base model's patch size
-        from .jobs.api import start_job
-        from .jobs.spec import JobSpec
+        from ..jobs.api import start_job
+        from ..jobs.spec import JobSpec
 
         spec = JobSpec(base=str(base), cases=exported, val_cases=[], labels=target, strategy=strategy,
                        output=str(output), train=settings, device=device, seed=seed, name=model_name,
@@ -235,7 +252,7 @@ class TransferSegLogic(_LogicBase):
 
     def attach_training(self, directory) -> TrainingRun:
         """Follow a job started earlier (e.g. before Slicer restarted); replays its events."""
-        from .jobs.api import Job
+        from ..jobs.api import Job
 
         job = Job.attach(Path(directory))
         spec = getattr(job, "spec", None)
@@ -340,7 +357,7 @@ class TransferSegLogic(_LogicBase):
         """The shipped TotalSegmentator example CT and the chosen classes of its labelmap, as new nodes."""
         import SimpleITK as sitk
 
-        from .scene import load_case_into_scene
+        from . import load_case_into_scene
 
         folder = resources_dir() / "SampleData" / "TotalSegmentator"
         try:
