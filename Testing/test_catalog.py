@@ -176,6 +176,60 @@ def test_offline_mode_uses_cached_weights_and_explains_missing_ones(server, tmp_
     assert again.weights == first.weights
 
 
+def test_a_copy_of_the_published_file_is_verified_and_used_instead_of_downloading(tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "carried-on-a-usb-stick.pt"
+    torch.save(build_network(default_network_spec(1, 2)).state_dict(), copy)
+    entry = dict(SHIPPED[0].to_dict(), name="tiny", network=default_network_spec(1, 2).to_dict(),
+                 url="http://127.0.0.1:9/never-contacted/tiny.pt", sha256=_digest(copy, "sha256:"),
+                 size_bytes=copy.stat().st_size)
+    _use_catalog(monkeypatch, tmp_path, [entry])
+    monkeypatch.setenv("TRANSFERSEG_CACHE", str(tmp_path / "cache"))
+    assert cli_main(["models", "download", "tiny", "--file", str(copy)]) == 0
+    cached = tmp_path / "cache" / "models" / "tiny" / "tiny.pt"
+    assert cached.read_bytes() == copy.read_bytes() and copy.exists()
+    base = resolve_catalog_model("tiny", offline=True)  # from the cache, no network
+    assert base.weights == cached
+    other = tmp_path / "another-file.pt"
+    torch.save({"weight": torch.zeros(3)}, other)
+    with pytest.raises(DownloadError, match="another-file.pt"):
+        catalog.download_model("tiny", local_file=other)
+    assert cached.read_bytes() == copy.read_bytes()  # the verified copy is untouched
+
+
+def test_a_2d_network_is_inflated_into_a_registered_3d_base_model(tmp_path, monkeypatch, capsys):
+    from TransferSegLib.networks import NetworkSpec
+
+    args = dict(in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
+    net_2d = build_network(NetworkSpec("BasicUNet", dict(args, spatial_dims=2)))
+    torch.save({"state_dict": {"module." + k: v for k, v in net_2d.state_dict().items()}}, tmp_path / "slices.pt")
+    spec = dict(SHIPPED[0].to_dict(), network=NetworkSpec("BasicUNet", dict(args, spatial_dims=3)).to_dict(),
+                labels=["background", "liver", "spleen"], key_map={"wrapper_keys": ["state_dict"],
+                                                                   "strip_prefixes": ["module."]})
+    (tmp_path / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+    monkeypatch.setenv("TRANSFERSEG_CACHE", str(tmp_path / "cache"))
+    assert cli_main(["models", "inflate", "--checkpoint-2d", str(tmp_path / "slices.pt"), "--spec",
+                     str(tmp_path / "spec.json"), "--name", "slices-3d", "--depth-mode", "center"]) == 0
+    base = resolve_catalog_model("slices-3d")
+    assert base.source == "user" and base.labels == ["background", "liver", "spleen"]
+    net_3d = build_network(base.network)
+    state, report = load_state_dict(base.weights, base.key_map, net_3d)
+    assert not report.missing and not report.unexpected
+    net_3d.load_state_dict(state)
+    kernel_2d = net_2d.state_dict()["conv_0.conv_0.conv.weight"]
+    kernel_3d = net_3d.state_dict()["conv_0.conv_0.conv.weight"]
+    assert torch.equal(kernel_3d[..., 1], kernel_2d) and not kernel_3d[..., 0].any()  # middle slice only
+    # A slice-constant volume gives the 2D network's answer on every slice (center mode, first conv).
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        y2 = torch.nn.functional.conv2d(x, kernel_2d, padding=1)
+        y3 = torch.nn.functional.conv3d(x[..., None].expand(-1, -1, -1, -1, 5), kernel_3d, padding=1)
+    assert torch.allclose(y3[..., 2], y2, atol=1e-5)
+    spec["network"] = NetworkSpec("BasicUNet", dict(args, spatial_dims=2)).to_dict()
+    (tmp_path / "spec2d.json").write_text(json.dumps(spec), encoding="utf-8")
+    with pytest.raises(ModelError, match="spatial_dims 3"):
+        catalog.add_inflated_model(tmp_path / "slices.pt", tmp_path / "spec2d.json", "flat")
+
+
 def test_installed_package_model_is_listed_and_loads_its_network_file(tmp_path):
     if catalog.installed_package_file("deepbet", "data/models/model.pt") is None:
         pytest.skip("deepbet 1.0.2 is not installed (pip install deepbet==1.0.2 --no-deps)")

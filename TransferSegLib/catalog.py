@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 from .base_model import BaseModel, KeyMap, resources_dir
-from .download import cache_dir, download, file_checksum, is_offline, parse_checksum
+from .download import cache_dir, download, file_checksum, is_offline, parse_checksum, use_local_file
 from .errors import DownloadError, ModelError
 from .networks import NetworkSpec
 from .recipe import Recipe
@@ -277,8 +277,14 @@ def find_model(name: str, cache_root: Optional[Path] = None) -> CatalogEntry:
 
 def fetch_weights(entry: CatalogEntry, offline: bool = False, cache_root: Optional[Path] = None,
                   progress: Optional[Callable[[int, Optional[int]], None]] = None,
-                  allow_unverified: bool = False) -> Path:
-    """The local weights file of ``entry``, downloaded, verified and extracted if needed."""
+                  allow_unverified: bool = False, local_file: Optional[Path] = None) -> Path:
+    """The local weights file of ``entry``, downloaded, verified and extracted if needed.
+
+    ``local_file`` is the published file obtained some other way (a computer without
+    network access): it is checked against the catalog's checksum and size exactly
+    like a download, then copied into the cache; naming it is the user's consent
+    when the publisher gives no checksum.
+    """
     if entry.source == "package":
         path = entry.weights_file(cache_root)
         if path is None:
@@ -294,18 +300,22 @@ def fetch_weights(entry: CatalogEntry, offline: bool = False, cache_root: Option
         raise ModelError(f"Model '{entry.name}' has no download URL in the catalog.")
     target = entry.weights_file(cache_root)
     assert target is not None
-    if target.is_file() and (entry.archive or not entry.verified):
-        # Extracted from a verified archive, or downloaded earlier with the user's explicit consent.
-        return target
-    if not entry.verified and not allow_unverified:
-        raise DownloadError(
-            f"The publisher of '{entry.name}' gives no checksum for {entry.url}, so TransferSeg cannot verify the "
-            f"download. To use it anyway, pass --allow-unverified (or allow_unverified=True): you trust the "
-            f"server then."
-        )
     folder = cache_dir(cache_root) / "models" / entry.name
-    downloaded = download(entry.url, folder / _url_file_name(entry.url, entry.name), sha256=entry.sha256,
-                          size=entry.size_bytes, progress=progress, offline=is_offline(offline))
+    if local_file is not None:
+        downloaded = use_local_file(Path(local_file).expanduser(), folder / _url_file_name(entry.url, entry.name),
+                                    sha256=entry.sha256, size=entry.size_bytes)
+    else:
+        if target.is_file() and (entry.archive or not entry.verified):
+            # Extracted from a verified archive, or downloaded earlier with the user's explicit consent.
+            return target
+        if not entry.verified and not allow_unverified:
+            raise DownloadError(
+                f"The publisher of '{entry.name}' gives no checksum for {entry.url}, so TransferSeg cannot verify "
+                f"the download. To use it anyway, pass --allow-unverified (or allow_unverified=True): you trust "
+                f"the server then. Or download it yourself and pass it with --file."
+            )
+        downloaded = download(entry.url, folder / _url_file_name(entry.url, entry.name), sha256=entry.sha256,
+                              size=entry.size_bytes, progress=progress, offline=is_offline(offline))
     if not entry.archive:
         return downloaded
     from .archive import safe_extract
@@ -342,10 +352,11 @@ def _check_file(entry: CatalogEntry, path: Path, what: str, hint: str) -> None:
 
 
 def download_model(name: str, progress: Optional[Callable[[int, Optional[int]], None]] = None,
-                   cache_root: Optional[Path] = None, offline: bool = False, allow_unverified: bool = False) -> Path:
-    """Download (and verify) a catalog model's weights; returns the local weights file."""
+                   cache_root: Optional[Path] = None, offline: bool = False, allow_unverified: bool = False,
+                   local_file: Optional[Path] = None) -> Path:
+    """Download (and verify) a catalog model's weights, or take ``local_file`` instead; returns the weights file."""
     return fetch_weights(find_model(name, cache_root), offline=offline, cache_root=cache_root, progress=progress,
-                         allow_unverified=allow_unverified)
+                         allow_unverified=allow_unverified, local_file=local_file)
 
 
 def resolve_catalog_model(name: str, offline: bool = False, cache_root: Optional[Path] = None,
@@ -405,6 +416,51 @@ def add_user_model(path, name: Optional[str] = None, spec: Any = None, cache_roo
     others = [e for e in read_user_models(cache_root) if e.name.lower() != entry.name.lower()]
     _write_user_models(others + [entry], cache_root)
     return entry.name
+
+
+def add_inflated_model(checkpoint_2d, spec: Any, name: str, depth_mode: str = "center",
+                       cache_root: Optional[Path] = None) -> str:
+    """Register a 3D network whose weights come from a 2D network (cross-dimensional transfer).
+
+    ``spec`` describes the 3D network (``spatial_dims`` 3) of the same class and
+    widths as the 2D one the checkpoint belongs to; its ``key_map`` reads the 2D
+    file. Each 2D kernel becomes a 3D one (``center``: on the middle slice, so the
+    3D network starts out acting slice by slice; ``average``: spread over depth).
+    The inflated weights are written into the cache, then registered like any
+    checkpoint, so ``--base NAME`` fine-tunes from them.
+    """
+    from .checkpoints import map_keys, read_checkpoint, unwrap_state_dict
+    from .networks import build_network
+    from .transfer import inflate_2d_to_3d
+
+    path = Path(checkpoint_2d).expanduser().resolve()
+    data = _read_spec(spec)
+    entry = CatalogEntry.from_dict(dict(data, name=_valid_name(name), source="user"),
+                                   where=f"the spec for the inflated '{name}'")
+    if int(entry.network.args.get("spatial_dims", 3)) != 3:
+        raise ModelError(f"The spec for '{name}' must describe the 3D network (spatial_dims 3); the 2D weights "
+                         f"come from '{path.name}'.")
+    model = build_network(entry.network)
+    known = set(model.state_dict())
+    state_2d = map_keys(unwrap_state_dict(read_checkpoint(path), entry.key_map, where=f"'{path}'"), entry.key_map,
+                        known=known)
+    missing = inflate_2d_to_3d(state_2d, model, depth_mode=depth_mode)
+    if len(missing) == len(known):
+        raise ModelError(f"None of the tensors in '{path}' match the 3D network of the spec (e.g. it expects "
+                         f"'{sorted(known)[0]}', the file has '{sorted(state_2d)[0] if state_2d else 'nothing'}'). "
+                         f"Use the same network class and widths, or give the spec a key_map.")
+    import torch
+
+    out = cache_dir(cache_root) / "user" / f"{entry.name}-inflated-3d.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(out.name + ".part")
+    torch.save(model.state_dict(), str(temp))
+    os.replace(temp, out)
+    card = dict(data.get("card") or {}, inflated_from=str(path), depth_mode=depth_mode,
+                tensors_without_2d_counterpart=missing)
+    spec_3d = dict(data, key_map=KeyMap().to_dict(), card=card,
+                   description=data.get("description") or f"3D network inflated from the 2D weights {path.name}")
+    return add_user_model(out, name=entry.name, spec=spec_3d, cache_root=cache_root)
 
 
 def remove_user_model(name: str, cache_root: Optional[Path] = None) -> None:

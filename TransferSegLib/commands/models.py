@@ -23,6 +23,8 @@ def add_parser(sub) -> None:
     fetch.add_argument("name")
     fetch.add_argument("--allow-unverified", action="store_true",
                        help="download even when the publisher gives no checksum (you trust the server)")
+    fetch.add_argument("--file", metavar="PATH",
+                       help="use this copy of the published file instead of downloading it (checked the same way)")
     fetch.set_defaults(func=run_download)
 
     add = actions.add_parser("add", help="register a local checkpoint (with --spec) or a MONAI bundle")
@@ -42,6 +44,16 @@ def add_parser(sub) -> None:
     imp.add_argument("path")
     imp.add_argument("--name", help="name to use with --base (default: the bundle's name)")
     imp.set_defaults(func=run_import)
+
+    inflate = actions.add_parser("inflate", help="register a 3D network initialized from a 2D network's weights")
+    inflate.add_argument("--checkpoint-2d", required=True, help="weights of the 2D network (plain state_dict)")
+    inflate.add_argument("--spec", required=True,
+                         help="JSON spec of the 3D network (same class and widths, spatial_dims 3), labels, recipe, "
+                              "patch size")
+    inflate.add_argument("--name", required=True, help="name to use with --base")
+    inflate.add_argument("--depth-mode", choices=("center", "average"), default="center",
+                         help="2D kernel on the middle slice (center) or spread over depth (average)")
+    inflate.set_defaults(func=run_inflate)
 
     exp = actions.add_parser("export-bundle", help="write a fine-tuned model folder as a MONAI bundle")
     exp.add_argument("model_dir", metavar="MODEL_DIR")
@@ -116,8 +128,10 @@ def _progress():
 def run_download(args) -> int:
     from ..catalog import download_model
 
-    path = download_model(args.name, progress=_progress(), allow_unverified=args.allow_unverified)
-    print(file=sys.stderr)
+    local = Path(args.file) if getattr(args, "file", None) else None
+    path = download_model(args.name, progress=_progress(), allow_unverified=args.allow_unverified, local_file=local)
+    if local is None:
+        print(file=sys.stderr)
     print(f"{args.name}: {path}")
     return 0
 
@@ -147,6 +161,14 @@ def run_import(args) -> int:
 
     name = add_user_model(Path(args.path), name=args.name)
     print(f"registered the bundle as '{name}': use it with --base {name}")
+    return 0
+
+
+def run_inflate(args) -> int:
+    from ..catalog import add_inflated_model
+
+    name = add_inflated_model(Path(args.checkpoint_2d), Path(args.spec), args.name, depth_mode=args.depth_mode)
+    print(f"registered the inflated 3D network as '{name}': fine-tune it with --base {name}")
     return 0
 
 
