@@ -102,8 +102,11 @@ def test_an_exported_bundle_imports_back_as_the_same_base_model(model_dir, tmp_p
     assert zipfile.is_zipfile(zipped)
     base = import_bundle(zipped, cache_root=tmp_path / "cache")
     assert base.labels == LABELS and base.patch_size == (32, 32, 32) and base.source == "bundle"
-    assert base.recipe.to_dict() == Recipe(spacing=(3.0, 3.0, 3.0),
-                                           intensity=IntensitySpec("window", -175.0, 250.0)).to_dict()
+    # The body crop travels as CropForegroundd with a margin in voxels: 10 mm at 3 mm is 4 voxels, read
+    # back as 12 mm, which is again 4 voxels, so the imported model crops exactly as the exported one.
+    exported = Recipe(spacing=(3.0, 3.0, 3.0), intensity=IntensitySpec("window", -175.0, 250.0))
+    assert exported.crop_foreground and exported.crop_threshold == -500.0
+    assert base.recipe.to_dict() == dict(exported.to_dict(), crop_margin_mm=12.0)
     assert base.network.to_dict() == default_network_spec(1, 3).to_dict()
     state, report = load_state_dict(base.weights, base.key_map, build_network(base.network))
     assert not report.missing and not report.unexpected

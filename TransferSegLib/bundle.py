@@ -16,6 +16,7 @@ import ast
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -167,6 +168,7 @@ def _transform_list(config: Dict[str, Any], where: Path) -> List[Dict[str, Any]]
 def _recipe(config: Dict[str, Any], where: Path) -> Tuple[Recipe, List[str]]:
     """The recipe a bundle's preprocessing amounts to, and what could not be carried over."""
     orientation, spacing, intensity, notes = None, None, IntensitySpec(kind="none"), []
+    crop: Dict[str, Any] = {"crop_foreground": False}  # the publisher's recipe, nothing added
     for transform in _transform_list(config, where):
         kind = str(transform.get("_target_", "")).rsplit(".", 1)[-1]
 
@@ -184,12 +186,33 @@ def _recipe(config: Dict[str, Any], where: Path) -> Tuple[Recipe, List[str]]:
                                       out_min=0.0 if b_min is None else b_min, out_max=1.0 if b_max is None else b_max)
         elif kind in ("NormalizeIntensityd", "NormalizeIntensity"):
             intensity = IntensitySpec(kind="zscore", nonzero=bool(field("nonzero", False)))
+        elif kind in ("CropForegroundd", "CropForeground"):
+            crop = _crop(transform.get("select_fn"), field("margin", 0), spacing, kind, notes)
         elif kind not in ("LoadImaged", "EnsureChannelFirstd", "EnsureTyped", "EnsureType", "ToTensord",
                           "CastToTyped", "Identityd", "AddChanneld"):
             notes.append(f"the bundle's {kind} has no counterpart in TransferSeg's recipe")
     if orientation is None:
         notes.append("the bundle does not reorient images; the recipe uses RAS")
-    return Recipe(orientation=orientation or "RAS", spacing=spacing, intensity=intensity), notes
+    return Recipe(orientation=orientation or "RAS", spacing=spacing, intensity=intensity, **crop), notes
+
+
+def _crop(select_fn: Any, margin: Any, spacing: Optional[List[float]], kind: str, notes: List[str]) -> Dict[str, Any]:
+    """A ``CropForegroundd`` as a recipe crop, read from its text (never evaluated).
+
+    Only the ``$lambda x: x > T`` form TransferSeg exports is understood; MONAI's
+    default (``x > 0``) when there is none. Margins in voxels become millimetres.
+    """
+    if select_fn is None:
+        threshold = 0.0
+    else:
+        match = re.fullmatch(r"\$\s*lambda\s+(\w+)\s*:\s*\1\s*>\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*", str(select_fn))
+        if match is None:
+            notes.append(f"the bundle's {kind} selects with '{select_fn}', which TransferSeg cannot read; not cropped")
+            return {"crop_foreground": False}
+        threshold = float(match.group(2))
+    voxels = float(max(margin)) if isinstance(margin, (list, tuple)) and margin else float(margin or 0)
+    return {"crop_foreground": True, "crop_threshold": threshold,
+            "crop_margin_mm": voxels * (min(spacing) if spacing else 1.0)}
 
 
 def _patch_size(config: Dict[str, Any], metadata: Dict[str, Any], where: Path) -> Tuple[int, int, int]:
