@@ -106,6 +106,19 @@ def test_training_learns_even_when_the_caller_switched_autograd_off(tmp_path):
     assert not torch.equal(before, model.output_block.conv.conv.weight)
 
 
+def test_augmentation_never_moves_an_organ_to_the_other_side():
+    from TransferSegLib.augment import AugmentConfig, augment_batch
+
+    labels = torch.zeros(8, 16, 16, 16, dtype=torch.long)
+    labels[:, :6] = 1  # an organ on the low-X (right, in RAS arrays) side, like the liver
+    config = AugmentConfig.for_labels(["spleen"])
+    config.flip_prob, config.rotate_prob, config.scale_prob = 1.0, 0.0, 0.0  # mirror every axis it may
+    assert 0 not in config.flip_axes
+    _, out, _ = augment_batch(labels[:, None].float(), labels, torch.ones_like(labels), config,
+                              torch.Generator().manual_seed(0))
+    assert bool((out[:, :6] == 1).all()) and not bool(out[:, 10:].any())
+
+
 def test_a_budget_is_required():
     with pytest.raises(TransferSegError, match="budget"):
         _config(iterations=None, time_budget=None).check()

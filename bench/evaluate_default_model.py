@@ -7,7 +7,7 @@ the default model's classes present in it; then the two CLI commands run:
     transferseg predict --model Resources/Models/default --image <DICOM folder> --output OUT/default_pred.seg.nrrd
     transferseg evaluate --prediction OUT/default_pred.seg.nrrd --reference OUT/reference.seg.nrrd --json
 
-Usage: python bench/evaluate_default_model.py [--output DIR] [--device cpu]
+Usage: python bench/evaluate_default_model.py [--output DIR] [--device cpu] [--model DIR]
 """
 
 import argparse
@@ -29,16 +29,19 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--output", default="default-model-eval")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default=None, help="model folder to evaluate instead of the shipped default "
+                                                  "(a candidate before it replaces Resources/Models/default)")
     args = p.parse_args()
+    model = Path(args.model) if args.model else default_model_dir()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    _, info = load_model(default_model_dir())
+    _, info = load_model(model)
     case = sample_cases()["ts_dicom"]
     loaded = load_case(case, info.labels)
     present = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(loaded.label)) if v]
     names = {v: info.labels[v] for v in present}
     write_labelmap(loaded.label, str(out / "reference.seg.nrrd"), names=names)
-    cli(["predict", "--model", str(default_model_dir()), "--image", case.image,
+    cli(["predict", "--model", str(model), "--image", case.image,
          "--output", str(out / "default_pred.seg.nrrd"), "--device", args.device])
     cli(["evaluate", "--prediction", str(out / "default_pred.seg.nrrd"), "--reference", str(out / "reference.seg.nrrd")])
     cli(["evaluate", "--prediction", str(out / "default_pred.seg.nrrd"), "--reference", str(out / "reference.seg.nrrd"), "--json"])
