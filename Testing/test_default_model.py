@@ -43,11 +43,13 @@ def _held_out_liver_dice(model_dir) -> float:
 def test_fine_tuning_from_the_default_model_beats_scratch_on_the_withheld_liver(tmp_path):
     cases = sample_cases()
     dice = {}
-    for base, strategy in (("default", "last-layers"), ("none", "scratch")):
+    # `decoder` (encoder frozen): with this small base, full and decoder beat scratch in both liver folds of
+    # docs/results.md, last-layers in one of two; the claim tested is "starting from it is worth it".
+    for base, strategy in (("default", "decoder"), ("none", "scratch")):
         spec = FinetuneSpec(base=base, cases=[cases["ts_ct"]], labels=["liver"], strategy=strategy,
                             output=str(tmp_path / strategy),
                             train=TrainConfig(iterations=40, time_budget=None, val_every=10000, patience=0, device="cpu", seed=0),
                             patch_size=(48, 48, 32))
         dice[strategy] = _held_out_liver_dice(run_finetune(spec).model_dir)
-    assert dice["last-layers"] > dice["scratch"], dice
+    assert dice["decoder"] > dice["scratch"], dice
     assert np.isfinite(list(dice.values())).all()
