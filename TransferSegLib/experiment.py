@@ -86,8 +86,13 @@ def run_experiment(
     spec: ExperimentSpec,
     reporter: Optional[Reporter] = None,
     on_run: Optional[Callable[[RunResult, bool], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
 ) -> List[RunResult]:
-    """Run (or resume) every run of the experiment; returns all results."""
+    """Run (or resume) every run of the experiment; returns all results.
+
+    ``should_stop`` is polled by every run's training loop: a stopped run leaves no
+    ``result.json``, so running the experiment again redoes only that run and the rest.
+    """
     out = Path(spec.output)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     labels = with_background(spec.labels)
@@ -111,7 +116,8 @@ def run_experiment(
                         if on_run:
                             on_run(result, True)
                         continue
-                    result = _one_run(spec, strategy, size, repeat, fold_index, train_cases, references, labels, run_dir, reporter)
+                    result = _one_run(spec, strategy, size, repeat, fold_index, train_cases, references, labels, run_dir,
+                                      reporter, should_stop)
                     done.write_text(json.dumps(asdict(result), indent=1) + "\n", encoding="utf-8")
                     results.append(result)
                     if on_run:
@@ -120,7 +126,8 @@ def run_experiment(
     return results
 
 
-def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels, run_dir: Path, reporter) -> RunResult:
+def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels, run_dir: Path, reporter,
+             should_stop=None) -> RunResult:
     config = TrainConfig(**{**spec.train.to_dict(), "patch_size": tuple(spec.train.patch_size)})
     config.seed = spec.seed + repeat
     config.device = spec.device
@@ -128,7 +135,7 @@ def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels
     fine = FinetuneSpec(base=base, cases=train_cases, labels=list(spec.labels), strategy=strategy,
                         output=str(run_dir / "model"), train=config, name=run_dir.name, patch_size=spec.patch_size)
     start = time.monotonic()
-    result = run_finetune(fine, reporter=reporter, work_dir=str(run_dir / "work"))
+    result = run_finetune(fine, reporter=reporter, should_stop=should_stop, work_dir=str(run_dir / "work"))
     seconds = time.monotonic() - start
     model, info = load_model(result.model_dir, "cpu")
     per_case = []

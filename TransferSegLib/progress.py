@@ -103,6 +103,12 @@ class ProgressPrinter:
             if fields.get("hint"):
                 text += f"\n  {fields['hint']}"
             self._line(text)
+        elif kind == "run":
+            state = "skipped (done)" if fields.get("skipped") else f"{fields.get('train_seconds', 0):.0f} s"
+            self._line(f"fold {fields.get('fold')} {fields.get('strategy', ''):12s} n={fields.get('size')} "
+                       f"r={fields.get('repeat')}: Dice {fields.get('mean_dice', 0):.3f} [{state}]")
+        elif kind == "finished" and fields.get("report"):
+            self._line(f"finished: {fields.get('runs')} runs; report {fields['report']}")
         elif kind == "finished":
             dice = ""
             metrics = fields.get("metrics") or {}

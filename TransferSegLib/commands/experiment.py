@@ -1,6 +1,15 @@
-"""``transferseg experiment``: strategies × training-set sizes × repeats, with a report."""
+"""``transferseg experiment``: strategies × training-set sizes × repeats, with a report.
 
-from typing import List
+With ``--job-dir`` it runs as a background job (the worker of ``jobs/``): progress,
+a ``run`` event per finished run, cancel between iterations, and ``transferseg job
+resume`` that skips the runs already done.
+"""
+
+import argparse
+from typing import Any, Dict, List
+
+#: Options that say how to run, not what: never stored in an experiment job's spec.
+_LAUNCH_OPTIONS = ("func", "job_dir", "detach", "command")
 
 
 def add_parser(sub) -> None:
@@ -25,17 +34,69 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True)
+    p.add_argument("--job-dir", help="run as a background job in this folder (progress, cancel, resume)")
+    p.add_argument("--detach", action="store_true", help="with --job-dir: start the job and return at once")
     p.set_defaults(func=run)
+
+
+class _Refusal(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would exit the worker; a job reports instead
+        from ..errors import JobError
+
+        raise JobError(f"spec.json 'experiment': {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    root = _Refusal(prog="transferseg")
+    add_parser(root.add_subparsers(dest="command", parser_class=_Refusal))
+    return root
+
+
+def options_from_spec(stored: Dict[str, Any]) -> argparse.Namespace:
+    """The experiment's options from a job spec: defaults filled in, unknown names refused."""
+    from ..errors import JobError
+
+    sub = _parser()._subparsers._group_actions[0].choices["experiment"]  # type: ignore[union-attr]
+    known = {a.dest for a in sub._actions if a.dest != "help"}
+    unknown = sorted(set(stored) - known)
+    if unknown:
+        raise JobError(f"spec.json 'experiment': unknown option '{unknown[0]}'; known: {', '.join(sorted(known))}.")
+    values = {a.dest: a.default for a in sub._actions if a.dest != "help"}
+    values.update(stored)
+    for required in ("labels", "output"):
+        if not values.get(required):
+            raise JobError(f"spec.json 'experiment' has no '{required}'.")
+    return argparse.Namespace(**values)
+
+
+def check_options(stored: Dict[str, Any]) -> None:
+    """Cheap checks a front end can afford (no torch): the options parse, the files exist."""
+    from pathlib import Path
+
+    from ..errors import CaseError
+
+    args = options_from_spec(stored)
+    for group in ("test_image", "test_label"):
+        for path in getattr(args, group) or []:
+            if not Path(path).expanduser().exists():
+                raise CaseError(f"The experiment's {group.replace('_', ' ')} '{path}' does not exist.")
+    for image, label, _names in args.add_case or []:
+        for path in (image, label):
+            if not Path(path).expanduser().exists():
+                raise CaseError(f"The experiment's case file '{path}' does not exist.")
+    if args.dataset and not Path(args.dataset).expanduser().exists():
+        raise CaseError(f"The experiment's dataset '{args.dataset}' does not exist.")
 
 
 def _split(text: str) -> List[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def run(args) -> int:
-    from ..cases import Case, cases_from_manifest, cases_from_pairs
+def build_spec(args):
+    """The ``ExperimentSpec`` the options describe (shared by the command and the job worker)."""
+    from ..cases import cases_from_manifest, cases_from_pairs
     from ..errors import CaseError
-    from ..experiment import ExperimentSpec, run_experiment
+    from ..experiment import ExperimentSpec
     from ..train import TrainConfig
 
     labels = _split(args.labels)
@@ -63,6 +124,15 @@ def run(args) -> int:
                           base=args.base, strategies=_split(args.strategies), sizes=[int(s) for s in _split(args.sizes)],
                           repeats=args.repeats, train=config, seed=args.seed, device=args.device, folds=folds,
                           patch_size=tuple(args.patch_size) if args.patch_size else None)
+    return spec
+
+
+def run(args) -> int:
+    if args.job_dir:
+        return _run_as_job(args)
+    from ..experiment import run_experiment
+
+    spec = build_spec(args)
 
     def on_run(result, skipped):
         state = "skipped (done)" if skipped else f"{result.train_seconds:.0f} s"
@@ -72,3 +142,22 @@ def run(args) -> int:
     results = run_experiment(spec, on_run=on_run)
     print(f"{len(results)} runs; report: {args.output}/report.md")
     return 0
+
+
+def _run_as_job(args) -> int:
+    from ..jobs.api import run_job_foreground, start_job
+    from ..jobs.spec import JobSpec
+
+    from pathlib import Path
+
+    stored = {k: v for k, v in vars(args).items() if k not in _LAUNCH_OPTIONS}
+    stored["output"] = str(Path(args.output).expanduser().resolve())  # the worker may run elsewhere
+    check_options(stored)
+    job_spec = JobSpec(task="experiment", experiment=stored, output=str(args.output), device=args.device,
+                       seed=args.seed, name=args.name)
+    if args.detach:
+        job = start_job(job_spec, args.job_dir)
+        print(f"started experiment job {job.directory} (pid {job.pid}); follow it with "
+              f"'transferseg job watch {job.directory}'")
+        return 0
+    return run_job_foreground(job_spec, args.job_dir)

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-KINDS = ("started", "progress", "validation", "checkpoint", "warning", "error", "cancelled", "finished")
+KINDS = ("started", "progress", "validation", "checkpoint", "warning", "error", "cancelled", "finished",
+         "run")  # "run": one run of an experiment job is done
 
 
 def _plain(value: Any) -> Any:

@@ -18,7 +18,7 @@ from ..errors import CaseError, JobError, ModelError, TransferSegError
 from .layout import now_iso
 
 SPEC_VERSION = 1
-TASKS = ("finetune",)
+TASKS = ("finetune", "experiment")
 STRATEGIES = ("scratch", "full", "decoder", "last-layers", "staged")
 CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name")
 
@@ -86,6 +86,9 @@ class JobSpec:
     offline: bool = False
     processes: int = 1  # data-parallel processes (one per GPU) started through torchrun
     task: str = "finetune"
+    # task "experiment": the options of `transferseg experiment` (argument name -> value); the
+    # worker rebuilds the experiment from them, so a resumed job skips the runs already done.
+    experiment: Optional[Dict[str, Any]] = None
     version: int = SPEC_VERSION
     created: str = ""
 
@@ -117,6 +120,11 @@ class JobSpec:
             if len(self.patch_size) != 3:
                 raise JobError(f"'patch_size' must be three numbers (x, y, z), got {self.patch_size}.")
         self.output = str(self.output or "")
+        if self.task == "experiment":
+            if not isinstance(self.experiment, dict) or not self.experiment:
+                raise JobError("An experiment job needs 'experiment': the options of 'transferseg experiment'.")
+        elif self.experiment is not None:
+            raise JobError(f"'experiment' belongs to experiment jobs, not to a '{self.task}' job.")
         if not isinstance(self.processes, int) or self.processes < 1:
             raise JobError(f"'processes' must be a whole number of at least 1, got {self.processes!r}.")
         self.created = self.created or now_iso()
@@ -209,6 +217,11 @@ class JobSpec:
 
         The worker repeats the full checks (reading every image) before training.
         """
+        if self.task == "experiment":
+            from ..commands.experiment import check_options
+
+            check_options(self.experiment or {})
+            return
         train_module = sys.modules.get(__package__.rsplit(".", 1)[0] + ".train")
         if train_module is not None:  # torch is loaded anyway (the command line): check the settings now
             try:

@@ -88,6 +88,17 @@ class JobReporter:
         self.writer.event(kind, **fields)
 
 
+class _ExperimentReporter:
+    """Each run's events, except its own ``finished`` (the job finishes once, with the report)."""
+
+    def __init__(self, inner: JobReporter):
+        self.inner = inner
+
+    def event(self, kind: str, **fields: Any) -> None:
+        if kind != "finished":
+            self.inner.event(kind, **fields)
+
+
 def peak_gpu_memory_gb(device: Optional[str]) -> Optional[float]:
     """Peak GPU memory this process allocated on ``device`` (GiB), or None when it is not a CUDA device."""
     torch = sys.modules.get("torch")
@@ -259,6 +270,8 @@ class Worker:
                 raise TrainingCancelled("Cancelled before training started.")
             spec = JobSpec.load(self.job_dir / SPEC)
             spec.check_inputs()
+            if spec.task == "experiment":
+                return self._experiment(spec)
             finetune_spec = spec.to_finetune_spec()  # imports torch
             from ..train import resolve_device
 
@@ -314,6 +327,39 @@ class Worker:
             return run_finetune(fspec, reporter=reporter, should_stop=should_stop, work_dir=str(work_dir), resume=resume_now)
 
         return run_with_memory_retries(run, finetune_spec, self.reporter, resume, on_change=remember)
+
+    def _experiment(self, spec: JobSpec) -> int:
+        """An experiment job: every run through the engine, a ``run`` event each, the report at the end.
+
+        Called inside ``run``'s error handling; cancelling stops the current run
+        (no result kept) and ``job resume`` redoes only what is not done.
+        """
+        from ..commands.experiment import build_spec, options_from_spec
+        from ..experiment import run_experiment
+        from ..train import resolve_device
+
+        experiment = build_spec(options_from_spec(spec.experiment or {}))
+        device = resolve_device(spec.device)
+        lock = DeviceLock(str(device), str(self.job_dir)).acquire()
+        try:
+            self.state.device = self.reporter.device = str(device)
+            write_state(self.job_dir, self.state)
+            runs = _ExperimentReporter(self.reporter)
+
+            def on_run(result: Any, skipped: bool) -> None:
+                self.writer.event("run", fold=result.fold, strategy=result.strategy, size=result.size,
+                                  repeat=result.repeat, mean_dice=round(float(result.mean_dice), 4),
+                                  train_seconds=result.train_seconds, skipped=skipped)
+
+            results = run_experiment(experiment, reporter=runs, on_run=on_run, should_stop=self.stop)
+        finally:
+            lock.release()
+        report = Path(experiment.output) / "report.md"
+        summary = {f"{r.strategy} n={r.size} f{r.fold} r{r.repeat}": round(float(r.mean_dice), 4) for r in results}
+        self.writer.event("finished", model=str(report), report=str(report), runs=len(results), metrics=summary)
+        self._set_state(state="finished", model=str(report), metrics=summary, exit_code=EXIT_FINISHED,
+                        message=f"{len(results)} runs; report written to {report}")
+        return EXIT_FINISHED
 
     def _cancelled(self, message: str) -> int:
         checkpoint = self.job_dir / CHECKPOINTS / "checkpoint_last.pt"
