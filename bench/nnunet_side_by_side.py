@@ -38,7 +38,8 @@ import numpy as np
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
-NNUNET_HOME = Path("/work/nnunet")
+# Where the venv, nnU-Net folders and logs go (outside the repository); --nnunet-home overrides it.
+NNUNET_HOME = Path(os.environ.get("TRANSFERSEG_NNUNET_HOME", "/work/nnunet"))
 
 
 def default_sample_dir() -> Path:
