@@ -429,6 +429,8 @@ def add_inflated_model(checkpoint_2d, spec: Any, name: str, depth_mode: str = "c
     The inflated weights are written into the cache, then registered like any
     checkpoint, so ``--base NAME`` fine-tunes from them.
     """
+    import torch
+
     from .checkpoints import map_keys, read_checkpoint, unwrap_state_dict
     from .networks import build_network
     from .transfer import inflate_2d_to_3d
@@ -449,8 +451,6 @@ def add_inflated_model(checkpoint_2d, spec: Any, name: str, depth_mode: str = "c
         raise ModelError(f"None of the tensors in '{path}' match the 3D network of the spec (e.g. it expects "
                          f"'{sorted(known)[0]}', the file has '{sorted(state_2d)[0] if state_2d else 'nothing'}'). "
                          f"Use the same network class and widths, or give the spec a key_map.")
-    import torch
-
     out = cache_dir(cache_root) / "user" / f"{entry.name}-inflated-3d.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(out.name + ".part")

@@ -20,6 +20,13 @@ def _duration(seconds: Optional[float]) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def format_run(fields: Dict[str, Any]) -> str:
+    """'fold 0 full         n=1 r=0: Dice 0.803 [17 s]': one finished run of an experiment."""
+    state = "skipped (done)" if fields.get("skipped") else f"{fields.get('train_seconds') or 0:.0f} s"
+    return (f"fold {fields.get('fold')} {fields.get('strategy', ''):12s} n={fields.get('size')} "
+            f"r={fields.get('repeat')}: Dice {fields.get('mean_dice') or 0:.3f} [{state}]")
+
+
 def format_progress(fields: Dict[str, Any], last_dice: Optional[float]) -> str:
     """'[#####-----]  52.5% it 21/40 loss 0.5625 dice 0.69 ETA 00:21 (0.90 it/s)'."""
     percent = float(fields.get("percent") or 0.0)
@@ -104,9 +111,7 @@ class ProgressPrinter:
                 text += f"\n  {fields['hint']}"
             self._line(text)
         elif kind == "run":
-            state = "skipped (done)" if fields.get("skipped") else f"{fields.get('train_seconds', 0):.0f} s"
-            self._line(f"fold {fields.get('fold')} {fields.get('strategy', ''):12s} n={fields.get('size')} "
-                       f"r={fields.get('repeat')}: Dice {fields.get('mean_dice', 0):.3f} [{state}]")
+            self._line(format_run(fields))
         elif kind == "finished" and fields.get("report"):
             self._line(f"finished: {fields.get('runs')} runs; report {fields['report']}")
         elif kind == "finished":

@@ -39,29 +39,23 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-class _Refusal(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would exit the worker; a job reports instead
-        from ..errors import JobError
-
-        raise JobError(f"spec.json 'experiment': {message}")
-
-
-def _parser() -> argparse.ArgumentParser:
-    root = _Refusal(prog="transferseg")
-    add_parser(root.add_subparsers(dest="command", parser_class=_Refusal))
-    return root
+def _experiment_parser() -> argparse.ArgumentParser:
+    """The ``experiment`` subcommand's parser: the one list of its options and their defaults."""
+    subcommands = argparse.ArgumentParser(prog="transferseg").add_subparsers()
+    add_parser(subcommands)
+    return subcommands.choices["experiment"]
 
 
 def options_from_spec(stored: Dict[str, Any]) -> argparse.Namespace:
     """The experiment's options from a job spec: defaults filled in, unknown names refused."""
     from ..errors import JobError
 
-    sub = _parser()._subparsers._group_actions[0].choices["experiment"]  # type: ignore[union-attr]
-    known = {a.dest for a in sub._actions if a.dest != "help"}
+    # Every option's default (the two required ones left empty, so that a spec without them is refused below).
+    values = vars(_experiment_parser().parse_args(["--labels", "", "--output", ""]))
+    known = set(values) - set(_LAUNCH_OPTIONS)
     unknown = sorted(set(stored) - known)
     if unknown:
         raise JobError(f"spec.json 'experiment': unknown option '{unknown[0]}'; known: {', '.join(sorted(known))}.")
-    values = {a.dest: a.default for a in sub._actions if a.dest != "help"}
     values.update(stored)
     for required in ("labels", "output"):
         if not values.get(required):
@@ -131,13 +125,12 @@ def run(args) -> int:
     if args.job_dir:
         return _run_as_job(args)
     from ..experiment import run_experiment
+    from ..progress import format_run
 
     spec = build_spec(args)
 
     def on_run(result, skipped):
-        state = "skipped (done)" if skipped else f"{result.train_seconds:.0f} s"
-        print(f"fold {result.fold} {result.strategy:12s} n={result.size} r={result.repeat}: "
-              f"Dice {result.mean_dice:.3f} [{state}]", flush=True)
+        print(format_run(dict(vars(result), mean_dice=result.mean_dice, skipped=skipped)), flush=True)
 
     results = run_experiment(spec, on_run=on_run)
     print(f"{len(results)} runs; report: {args.output}/report.md")

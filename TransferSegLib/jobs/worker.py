@@ -270,9 +270,7 @@ class Worker:
                 raise TrainingCancelled("Cancelled before training started.")
             spec = JobSpec.load(self.job_dir / SPEC)
             spec.check_inputs()
-            if spec.task == "experiment":
-                return self._experiment(spec)
-            finetune_spec = spec.to_finetune_spec()  # imports torch
+            finetune_spec = spec.to_finetune_spec() if spec.task == "finetune" else None  # imports torch
             from ..train import resolve_device
 
             device = resolve_device(spec.device)
@@ -281,6 +279,8 @@ class Worker:
             lock = DeviceLock(str(device), str(self.job_dir)).acquire()
             self.state.device = self.reporter.device = str(device)
             write_state(self.job_dir, self.state)
+            if spec.task == "experiment":
+                return self._experiment(spec)
             result = self._train(spec, finetune_spec)
         except TrainingCancelled as exc:
             return self._cancelled(str(exc))
@@ -331,29 +331,22 @@ class Worker:
     def _experiment(self, spec: JobSpec) -> int:
         """An experiment job: every run through the engine, a ``run`` event each, the report at the end.
 
-        Called inside ``run``'s error handling; cancelling stops the current run
-        (no result kept) and ``job resume`` redoes only what is not done.
+        Called inside ``run``'s error handling, with the device locked; cancelling
+        stops the current run (no result kept) and ``job resume`` redoes only what
+        is not done.
         """
         from ..commands.experiment import build_spec, options_from_spec
         from ..experiment import run_experiment
-        from ..train import resolve_device
 
         experiment = build_spec(options_from_spec(spec.experiment or {}))
-        device = resolve_device(spec.device)
-        lock = DeviceLock(str(device), str(self.job_dir)).acquire()
-        try:
-            self.state.device = self.reporter.device = str(device)
-            write_state(self.job_dir, self.state)
-            runs = _ExperimentReporter(self.reporter)
 
-            def on_run(result: Any, skipped: bool) -> None:
-                self.writer.event("run", fold=result.fold, strategy=result.strategy, size=result.size,
-                                  repeat=result.repeat, mean_dice=round(float(result.mean_dice), 4),
-                                  train_seconds=result.train_seconds, skipped=skipped)
+        def on_run(result: Any, skipped: bool) -> None:
+            self.writer.event("run", fold=result.fold, strategy=result.strategy, size=result.size,
+                              repeat=result.repeat, mean_dice=round(float(result.mean_dice), 4),
+                              train_seconds=result.train_seconds, skipped=skipped)
 
-            results = run_experiment(experiment, reporter=runs, on_run=on_run, should_stop=self.stop)
-        finally:
-            lock.release()
+        results = run_experiment(experiment, reporter=_ExperimentReporter(self.reporter), on_run=on_run,
+                                 should_stop=self.stop)
         report = Path(experiment.output) / "report.md"
         summary = {f"{r.strategy} n={r.size} f{r.fold} r{r.repeat}": round(float(r.mean_dice), 4) for r in results}
         self.writer.event("finished", model=str(report), report=str(report), runs=len(results), metrics=summary)
