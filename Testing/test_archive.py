@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from TransferSegLib.archive import safe_extract
+from TransferSegLib.models.archive import safe_extract
 from TransferSegLib.errors import DownloadError
 
 

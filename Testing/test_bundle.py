@@ -12,14 +12,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from TransferSegLib.bundle import export_bundle, import_bundle
-from TransferSegLib.catalog import add_user_model, resolve_catalog_model
-from TransferSegLib.checkpoints import load_state_dict
+from TransferSegLib.models.bundle import export_bundle, import_bundle
+from TransferSegLib.models.catalog import add_user_model, resolve_catalog_model
+from TransferSegLib.models.checkpoints import load_state_dict
 from TransferSegLib.errors import DownloadError, ModelError
-from TransferSegLib.infer import predict_file
-from TransferSegLib.model_dir import save_model_dir
-from TransferSegLib.networks import NetworkSpec, build_network, default_network_spec
-from TransferSegLib.recipe import IntensitySpec, Recipe
+from TransferSegLib.inference.infer import predict_file
+from TransferSegLib.models.model_dir import save_model_dir
+from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec
+from TransferSegLib.data.recipe import IntensitySpec, Recipe
 
 LABELS = ["background", "liver", "spleen"]
 

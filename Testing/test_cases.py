@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TransferSegLib.cases import Case, cases_from_manifest, cases_from_pairs, load_case
+from TransferSegLib.data.cases import Case, cases_from_manifest, cases_from_pairs, load_case
 from TransferSegLib.errors import CaseError
-from TransferSegLib.imageio import write_labelmap
+from TransferSegLib.data.imageio import write_labelmap
 
 SAMPLES = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 SLICERIO = SAMPLES / "SlicerIO"

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from TransferSegLib import catalog
-from TransferSegLib.catalog import CatalogEntry, add_user_model, list_models, read_catalog, resolve_catalog_model
-from TransferSegLib.checkpoints import load_state_dict
+from TransferSegLib.models import catalog
+from TransferSegLib.models.catalog import CatalogEntry, add_user_model, list_models, read_catalog, resolve_catalog_model
+from TransferSegLib.models.checkpoints import load_state_dict
 from TransferSegLib.cli import main as cli_main
 from TransferSegLib.errors import DownloadError, ModelError
-from TransferSegLib.networks import build_network, default_network_spec
+from TransferSegLib.training.networks import build_network, default_network_spec
 
 SHIPPED = read_catalog(catalog.shipped_catalog_path())
 DOWNLOADABLE = [e for e in SHIPPED if e.source == "catalog"]
@@ -197,7 +197,7 @@ def test_a_copy_of_the_published_file_is_verified_and_used_instead_of_downloadin
 
 
 def test_a_2d_network_is_inflated_into_a_registered_3d_base_model(tmp_path, monkeypatch, capsys):
-    from TransferSegLib.networks import NetworkSpec
+    from TransferSegLib.training.networks import NetworkSpec
 
     args = dict(in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
     net_2d = build_network(NetworkSpec("BasicUNet", dict(args, spatial_dims=2)))

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from TransferSegLib.base_model import KeyMap
-from TransferSegLib.catalog import installed_package_file, read_catalog, shipped_catalog_path
-from TransferSegLib.checkpoints import TorchScriptNetwork, is_torchscript, load_state_dict, read_checkpoint
+from TransferSegLib.models.base_model import KeyMap
+from TransferSegLib.models.catalog import installed_package_file, read_catalog, shipped_catalog_path
+from TransferSegLib.models.checkpoints import TorchScriptNetwork, is_torchscript, load_state_dict, read_checkpoint
 from TransferSegLib.errors import ModelError
-from TransferSegLib.networks import NetworkSpec, build_network, default_network_spec, network_parts
+from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, network_parts
 
 
 def _net(out_channels=3, filters=(8, 16, 32, 64)):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from TransferSegLib import download as dl
+from TransferSegLib.models import download as dl
 from TransferSegLib.errors import DownloadError
 
 PAYLOAD = bytes(range(256)) * 1201  # about 300 KiB, not a multiple of the chunk size

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
-from TransferSegLib.evaluate import evaluate_files, format_table, metrics_to_json
+from TransferSegLib.evaluation.evaluate import evaluate_files, format_table, metrics_to_json
 
 SLICERIO = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "SlicerIO"
 

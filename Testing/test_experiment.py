@@ -6,9 +6,9 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from TransferSegLib.cases import Case
-from TransferSegLib.experiment import ExperimentSpec, run_experiment, subsets
-from TransferSegLib.train import TrainConfig
+from TransferSegLib.data.cases import Case
+from TransferSegLib.evaluation.experiment import ExperimentSpec, run_experiment, subsets
+from TransferSegLib.training.train import TrainConfig
 
 
 def _case(tmp_path, i):

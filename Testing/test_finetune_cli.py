@@ -9,9 +9,9 @@ import SimpleITK as sitk
 
 from TransferSegLib.cli import main
 from TransferSegLib.errors import CaseError, ModelError
-from TransferSegLib.finetune import FinetuneSpec, run_finetune
-from TransferSegLib.sample_data import sample_cases
-from TransferSegLib.train import TrainConfig
+from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
+from TransferSegLib.data.sample_data import sample_cases
+from TransferSegLib.training.train import TrainConfig
 
 
 def _tiny(**kw):
@@ -69,7 +69,7 @@ def test_validation_split_and_per_class_dice_are_reported(tmp_path, small_case):
 
     spec = FinetuneSpec(base="none", cases=[], labels=["blob"], strategy="scratch", output=str(tmp_path / "m"),
                         train=_tiny(iterations=4, val_every=2), patch_size=(16, 16, 16))
-    from TransferSegLib.cases import cases_from_pairs
+    from TransferSegLib.data.cases import cases_from_pairs
 
     spec.cases = cases_from_pairs([img] * 3, [lab] * 3, ["blob"])
     run_finetune(spec, reporter=Rec())
@@ -84,7 +84,7 @@ def test_an_existing_model_is_kept_when_a_new_run_fails(tmp_path, small_case):
     out = tmp_path / "model"
     spec = FinetuneSpec(base="none", cases=[], labels=["blob"], strategy="scratch", output=str(out),
                         train=_tiny(iterations=2), patch_size=(16, 16, 16))
-    from TransferSegLib.cases import cases_from_pairs
+    from TransferSegLib.data.cases import cases_from_pairs
 
     spec.cases = cases_from_pairs([img], [lab], ["blob"])
     run_finetune(spec)
@@ -166,11 +166,11 @@ def test_plain_labelmaps_without_names_need_labels(tmp_path, small_case, capsys)
 
 
 def test_a_target_the_base_model_cannot_map_needs_labels(tmp_path):
-    from TransferSegLib.finetune import target_label_list
-    from TransferSegLib.base_model import BaseModel
-    from TransferSegLib.networks import default_network_spec
-    from TransferSegLib.recipe import Recipe
-    from TransferSegLib.cases import Case
+    from TransferSegLib.training.finetune import target_label_list
+    from TransferSegLib.models.base_model import BaseModel
+    from TransferSegLib.training.networks import default_network_spec
+    from TransferSegLib.data.recipe import Recipe
+    from TransferSegLib.data.cases import Case
 
     base = BaseModel("b", default_network_spec(1, 2), ["background", "spleen"], Recipe(), (32, 32, 32))
     with pytest.raises(CaseError, match="liver"):
@@ -180,7 +180,7 @@ def test_a_target_the_base_model_cannot_map_needs_labels(tmp_path):
 
 def test_pretrained_strategies_need_a_base_model(tmp_path, small_case):
     img, lab = small_case
-    from TransferSegLib.cases import cases_from_pairs
+    from TransferSegLib.data.cases import cases_from_pairs
 
     spec = FinetuneSpec(base="none", cases=cases_from_pairs([img], [lab], ["blob"]), labels=["blob"],
                         strategy="last-layers", output=str(tmp_path / "m"), train=_tiny())

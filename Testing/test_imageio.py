@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
-from TransferSegLib.imageio import (
+from TransferSegLib.data.imageio import (
     align_to_image, check_same_grid, read_image, read_label_names, read_labelmap, read_segment_names,
     write_labelmap,
 )

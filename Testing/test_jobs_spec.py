@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from TransferSegLib.cases import Case
+from TransferSegLib.data.cases import Case
 from TransferSegLib.errors import CaseError, JobError, ModelError
-from TransferSegLib.finetune import FinetuneSpec
+from TransferSegLib.training.finetune import FinetuneSpec
 from TransferSegLib.jobs.spec import SPEC_VERSION, JobSpec
-from TransferSegLib.recipe import IntensitySpec, Recipe
-from TransferSegLib.train import TrainConfig
+from TransferSegLib.data.recipe import IntensitySpec, Recipe
+from TransferSegLib.training.train import TrainConfig
 
 
 def _finetune_spec(tmp_path):

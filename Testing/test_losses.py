@@ -2,7 +2,7 @@
 
 import torch
 
-from TransferSegLib.losses import partial_label_loss
+from TransferSegLib.training.losses import partial_label_loss
 
 
 def _batch(seed=0, c=4, shape=(6, 5, 4)):

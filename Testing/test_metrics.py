@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from TransferSegLib.errors import CaseError
-from TransferSegLib.metrics import CaseMetrics, ClassMetrics, class_metrics, compute_metrics, dice_per_class
+from TransferSegLib.evaluation.metrics import CaseMetrics, ClassMetrics, class_metrics, compute_metrics, dice_per_class
 
 
 def _cube(shape=(12, 12, 12), low=(2, 2, 2), high=(6, 6, 6)) -> np.ndarray:

@@ -69,7 +69,7 @@ def test_model_list_offers_default_earlier_fine_tunes_and_scratch_without_torch(
 def test_catalog_models_show_license_and_download_state_and_a_broken_catalog_hides_only_itself(logic, monkeypatch):
     from types import SimpleNamespace
 
-    from TransferSegLib import catalog
+    from TransferSegLib.models import catalog
     from TransferSegLib.errors import ModelError
 
     entry = SimpleNamespace(name="organs-nc", title="Organs (research only)", modality="CT", license="CC-BY-NC-4.0",
@@ -247,7 +247,7 @@ def test_models_are_cached_in_slicers_cache_folder_unless_the_user_chose_one(mrm
     import slicer
     from types import SimpleNamespace
 
-    from TransferSegLib.download import cache_dir
+    from TransferSegLib.models.download import cache_dir
 
     monkeypatch.delenv("TRANSFERSEG_CACHE", raising=False)
     monkeypatch.setattr(slicer, "app", SimpleNamespace(cachePath=str(tmp_path / "SlicerCache")), raising=False)

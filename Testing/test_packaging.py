@@ -255,8 +255,8 @@ def test_engine_imports_from_the_installed_module_folder(configured, tmp_path):
         sys.path.insert(0, {str(installed)!r})
         from pathlib import Path
         import TransferSegLib
-        from TransferSegLib import base_model
-        from TransferSegLib.sample_data import sample_cases
+        from TransferSegLib.models import base_model
+        from TransferSegLib.data.sample_data import sample_cases
         assert Path(TransferSegLib.__file__).parent == Path({str(installed)!r}) / "TransferSegLib", TransferSegLib.__file__
         assert base_model.resources_dir() == Path({str(installed)!r}) / "Resources", base_model.resources_dir()
         assert (base_model.default_model_dir() / "model.json").is_file()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TransferSegLib.preprocess import (
+from TransferSegLib.data.preprocess import (
     normalize_intensity, preprocess_image, preprocess_labels, restore_label_array, restore_labelmap,
 )
-from TransferSegLib.recipe import IntensitySpec, Recipe
+from TransferSegLib.data.recipe import IntensitySpec, Recipe
 
 
 def _rotation(ax, ay):
@@ -80,8 +80,8 @@ def test_crop_round_trip_puts_background_outside_the_crop():
 def test_ras_orientation_matches_monai_on_a_real_file():
     from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
 
-    from TransferSegLib.imageio import read_image
-    from TransferSegLib.sample_data import sample_dir
+    from TransferSegLib.data.imageio import read_image
+    from TransferSegLib.data.sample_data import sample_dir
 
     path = str(sample_dir() / "SlicerIO" / "CTChest4.nrrd")
     monai_array = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(
@@ -99,8 +99,8 @@ def test_intensity_window_and_zscore():
 
 
 def test_the_dicom_series_and_its_labelmap_describe_the_same_voxels():
-    from TransferSegLib.cases import load_case
-    from TransferSegLib.sample_data import sample_cases
+    from TransferSegLib.data.cases import load_case
+    from TransferSegLib.data.sample_data import sample_cases
 
     loaded = load_case(sample_cases()["ts_dicom"], ["background", "liver"])
     assert _geometry(loaded.label) == _geometry(loaded.image)

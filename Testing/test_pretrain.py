@@ -7,14 +7,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from TransferSegLib.cases import Case
+from TransferSegLib.data.cases import Case
 from TransferSegLib.errors import CaseError
-from TransferSegLib.finetune import FinetuneSpec, build_target_model, run_finetune
-from TransferSegLib.base_model import resolve_base_model
-from TransferSegLib.pretrain import (
+from TransferSegLib.training.finetune import FinetuneSpec, build_target_model, run_finetune
+from TransferSegLib.models.base_model import resolve_base_model
+from TransferSegLib.training.pretrain import (
     MaskedReconstructionConfig, pretrain_masked_reconstruction, pretrain_partial_labels, union_labels,
 )
-from TransferSegLib.train import TrainConfig
+from TransferSegLib.training.train import TrainConfig
 
 
 def _case(tmp_path, name, values):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from TransferSegLib.errors import ModelError
-from TransferSegLib.recipe import IntensitySpec, Recipe
+from TransferSegLib.data.recipe import IntensitySpec, Recipe
 
 
 def test_a_recipe_round_trips_through_json():

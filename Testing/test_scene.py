@@ -8,7 +8,7 @@ from slicer_fixture import mrml_scene  # noqa: F401  (pytest fixture)
 
 import slicer  # noqa: E402  (slicer_fixture skips the module without slicer-core)
 
-from TransferSegLib.cases import load_case  # noqa: E402
+from TransferSegLib.data.cases import load_case  # noqa: E402
 from TransferSegLib.errors import CaseError  # noqa: E402
 from TransferSegLib.names import label_color  # noqa: E402
 from TransferSegLib import scene  # noqa: E402

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from TransferSegLib.errors import TrainingCancelled, TransferSegError
-from TransferSegLib.networks import build_network, default_network_spec
-from TransferSegLib.sampling import PreparedCase, sample_batch
-from TransferSegLib.train import CHECKPOINT_LAST, TrainConfig, train
+from TransferSegLib.training.networks import build_network, default_network_spec
+from TransferSegLib.training.sampling import PreparedCase, sample_batch
+from TransferSegLib.training.train import CHECKPOINT_LAST, TrainConfig, train
 
 
 def _case(seed: int, name: str) -> PreparedCase:
@@ -107,7 +107,7 @@ def test_training_learns_even_when_the_caller_switched_autograd_off(tmp_path):
 
 
 def test_augmentation_never_moves_an_organ_to_the_other_side():
-    from TransferSegLib.augment import AugmentConfig, augment_batch
+    from TransferSegLib.training.augment import AugmentConfig, augment_batch
 
     labels = torch.zeros(8, 16, 16, 16, dtype=torch.long)
     labels[:, :6] = 1  # an organ on the low-X (right, in RAS arrays) side, like the liver

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from TransferSegLib.errors import ModelError
-from TransferSegLib.networks import NetworkSpec, build_network, default_network_spec, network_parts
-from TransferSegLib.transfer import (
+from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, network_parts
+from TransferSegLib.training.transfer import (
     STRATEGIES, TRAINED_PARTS, adapt_head, apply_strategy, check_strategy, inflate_2d_to_3d,
 )
 

@@ -12,10 +12,10 @@ from typing import List, Optional
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["run-job"]:
-        from .jobs.worker import main as run_job
+        from TransferSegLib.jobs.worker import main as run_job
 
         return run_job(args[1:])
-    from .cli import main as cli_main
+    from TransferSegLib.cli import main as cli_main
 
     return cli_main(args)
 

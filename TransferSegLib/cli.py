@@ -10,8 +10,8 @@ import importlib
 import sys
 from typing import List, Optional
 
-from . import __version__
-from .errors import TransferSegError
+from TransferSegLib import __version__
+from TransferSegLib.errors import TransferSegError
 
 # Subcommand modules in the order ``--help`` lists them; a module that is not
 # present (an optional part) is skipped rather than breaking the whole CLI.

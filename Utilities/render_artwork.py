@@ -30,7 +30,7 @@ import SimpleITK as sitk  # noqa: E402
 from matplotlib import patches  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from TransferSegLib.imageio import align_to_image, read_image, read_labelmap  # noqa: E402
+from TransferSegLib.data.imageio import align_to_image, read_image, read_labelmap  # noqa: E402
 from TransferSegLib.names import label_color  # noqa: E402
 
 RESOURCES = ROOT / "Resources"

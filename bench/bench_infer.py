@@ -14,9 +14,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from TransferSegLib.base_model import default_model_dir
-from TransferSegLib.infer import InferenceOptions, predict_image
-from TransferSegLib.model_dir import load_model
+from TransferSegLib.models.base_model import default_model_dir
+from TransferSegLib.inference.infer import InferenceOptions, predict_image
+from TransferSegLib.models.model_dir import load_model
 
 
 def main() -> None:

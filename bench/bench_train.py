@@ -11,10 +11,10 @@ import time
 import numpy as np
 import torch
 
-from TransferSegLib.losses import partial_label_loss
-from TransferSegLib.networks import build_network, default_network_spec
-from TransferSegLib.train import resolve_device
-from TransferSegLib.transfer import apply_strategy
+from TransferSegLib.training.losses import partial_label_loss
+from TransferSegLib.training.networks import build_network, default_network_spec
+from TransferSegLib.training.train import resolve_device
+from TransferSegLib.training.transfer import apply_strategy
 
 
 def main() -> None:

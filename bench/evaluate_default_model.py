@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from TransferSegLib.base_model import default_model_dir
-from TransferSegLib.cases import load_case
+from TransferSegLib.models.base_model import default_model_dir
+from TransferSegLib.data.cases import load_case
 from TransferSegLib.cli import main as cli
-from TransferSegLib.imageio import write_labelmap
-from TransferSegLib.model_dir import load_model
-from TransferSegLib.sample_data import sample_cases
+from TransferSegLib.data.imageio import write_labelmap
+from TransferSegLib.models.model_dir import load_model
+from TransferSegLib.data.sample_data import sample_cases
 
 
 def main() -> None:

@@ -24,12 +24,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate_files, format_table
-    from ..finetune import FinetuneSpec, run_finetune
-    from ..infer import predict_file
-    from ..progress import ProgressPrinter
-    from ..sample_data import sample_cases
-    from ..train import TrainConfig
+    from TransferSegLib.evaluation.evaluate import evaluate_files, format_table
+    from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
+    from TransferSegLib.inference.infer import predict_file
+    from TransferSegLib.progress import ProgressPrinter
+    from TransferSegLib.data.sample_data import sample_cases
+    from TransferSegLib.training.train import TrainConfig
 
     out = Path(args.output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def _write_reference(case, path: Path) -> None:
     """The held-out case's liver alone, as the reference labelmap (value 1)."""
     import SimpleITK as sitk
 
-    from ..cases import load_case
+    from TransferSegLib.data.cases import load_case
 
     loaded = load_case(case, ["background", "liver"])
     sitk.WriteImage(sitk.Cast(loaded.label, sitk.sitkUInt8), str(path), useCompression=True)

@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate_files, format_table, metrics_to_json
+    from TransferSegLib.evaluation.evaluate import evaluate_files, format_table, metrics_to_json
 
     labels = [n.strip() for n in args.labels.split(",") if n.strip()] or None
     metrics = evaluate_files(args.prediction, args.reference, labels=labels, tolerance_mm=args.tolerance)

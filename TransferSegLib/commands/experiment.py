@@ -48,7 +48,7 @@ def _experiment_parser() -> argparse.ArgumentParser:
 
 def options_from_spec(stored: Dict[str, Any]) -> argparse.Namespace:
     """The experiment's options from a job spec: defaults filled in, unknown names refused."""
-    from ..errors import JobError
+    from TransferSegLib.errors import JobError
 
     # Every option's default (the two required ones left empty, so that a spec without them is refused below).
     values = vars(_experiment_parser().parse_args(["--labels", "", "--output", ""]))
@@ -67,7 +67,7 @@ def check_options(stored: Dict[str, Any]) -> None:
     """Cheap checks a front end can afford (no torch): the options parse, the files exist."""
     from pathlib import Path
 
-    from ..errors import CaseError
+    from TransferSegLib.errors import CaseError
 
     args = options_from_spec(stored)
     for group in ("test_image", "test_label"):
@@ -88,17 +88,17 @@ def _split(text: str) -> List[str]:
 
 def build_spec(args):
     """The ``ExperimentSpec`` the options describe (shared by the command and the job worker)."""
-    from ..cases import cases_from_manifest, cases_from_pairs
-    from ..errors import CaseError
-    from ..experiment import ExperimentSpec
-    from ..train import TrainConfig
+    from TransferSegLib.data.cases import cases_from_manifest, cases_from_pairs
+    from TransferSegLib.errors import CaseError
+    from TransferSegLib.evaluation.experiment import ExperimentSpec
+    from TransferSegLib.training.train import TrainConfig
 
     labels = _split(args.labels)
     pool = []
     if args.dataset:
         pool.extend(cases_from_manifest(args.dataset)[0])
     if args.sample_data:
-        from ..sample_data import sample_cases
+        from TransferSegLib.data.sample_data import sample_cases
 
         pool.extend(sample_cases()[k] for k in ("ts_ct", "ts_dicom"))
     for image, label, names in args.add_case:
@@ -124,8 +124,8 @@ def build_spec(args):
 def run(args) -> int:
     if args.job_dir:
         return _run_as_job(args)
-    from ..experiment import run_experiment
-    from ..progress import format_run
+    from TransferSegLib.evaluation.experiment import run_experiment
+    from TransferSegLib.progress import format_run
 
     spec = build_spec(args)
 
@@ -138,8 +138,8 @@ def run(args) -> int:
 
 
 def _run_as_job(args) -> int:
-    from ..jobs.api import run_job_foreground, start_job
-    from ..jobs.spec import JobSpec
+    from TransferSegLib.jobs.api import run_job_foreground, start_job
+    from TransferSegLib.jobs.spec import JobSpec
 
     from pathlib import Path
 

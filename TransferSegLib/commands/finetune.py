@@ -8,7 +8,7 @@ terminal shows its progress; ``--detach`` returns at once.
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ..errors import CaseError, TransferSegError
+from TransferSegLib.errors import CaseError, TransferSegError
 
 
 def add_parser(sub) -> None:
@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
 
 
 def parse_intensity(text: Optional[str]):
-    from ..recipe import IntensitySpec
+    from TransferSegLib.data.recipe import IntensitySpec
 
     if not text:
         return None
@@ -64,7 +64,7 @@ def parse_intensity(text: Optional[str]):
 
 
 def _pairs(images: List[str], labels: List[str], names: List[str], what: str):
-    from ..cases import cases_from_pairs
+    from TransferSegLib.data.cases import cases_from_pairs
 
     if len(images) != len(labels):
         raise CaseError(f"Give one {what}label for each {what}image: got {len(images)} images and {len(labels)} labels.")
@@ -73,10 +73,10 @@ def _pairs(images: List[str], labels: List[str], names: List[str], what: str):
 
 def spec_from_args(args):
     """A FinetuneSpec from parsed arguments (shared with the job layer and the demo)."""
-    from ..cases import cases_from_manifest
-    from ..finetune import FinetuneSpec
-    from ..recipe import Recipe
-    from ..train import TrainConfig
+    from TransferSegLib.data.cases import cases_from_manifest
+    from TransferSegLib.training.finetune import FinetuneSpec
+    from TransferSegLib.data.recipe import Recipe
+    from TransferSegLib.training.train import TrainConfig
 
     names = [n.strip() for n in args.labels.split(",") if n.strip()] if args.labels else []
     cases = _pairs(args.image, args.label, names, "")
@@ -110,16 +110,16 @@ def spec_from_args(args):
 def run(args) -> int:
     spec = spec_from_args(args)
     if args.in_process:
-        from ..finetune import run_finetune
-        from ..progress import ProgressPrinter
+        from TransferSegLib.training.finetune import run_finetune
+        from TransferSegLib.progress import ProgressPrinter
 
         printer = ProgressPrinter()
         result = run_finetune(spec, reporter=printer)
         printer.close()
         print(f"model written to {result.model_dir}")
         return 0
-    from ..jobs.api import run_job_foreground, start_job
-    from ..jobs.spec import JobSpec
+    from TransferSegLib.jobs.api import run_job_foreground, start_job
+    from TransferSegLib.jobs.spec import JobSpec
 
     job_spec = JobSpec.from_finetune_spec(spec)
     job_spec.processes = max(1, int(args.processes))

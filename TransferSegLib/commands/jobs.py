@@ -49,7 +49,7 @@ def _status_dict(status) -> dict:
 
 
 def run_status(args) -> int:
-    from ..jobs.api import Job
+    from TransferSegLib.jobs.api import Job
 
     status = Job.attach(args.job_dir).status()
     if args.json:
@@ -85,16 +85,16 @@ def run_status(args) -> int:
 
 
 def run_watch(args) -> int:
-    from ..jobs.api import Job
-    from ..jobs.follow import follow_job
-    from ..progress import ProgressPrinter
+    from TransferSegLib.jobs.api import Job
+    from TransferSegLib.jobs.follow import follow_job
+    from TransferSegLib.progress import ProgressPrinter
 
     job = Job.attach(args.job_dir)
     return follow_job(job, ProgressPrinter(), cancel_on_interrupt=False)
 
 
 def run_cancel(args) -> int:
-    from ..jobs.api import Job
+    from TransferSegLib.jobs.api import Job
 
     job = Job.attach(args.job_dir)
     status = job.status()
@@ -111,9 +111,9 @@ def run_cancel(args) -> int:
 
 
 def run_resume(args) -> int:
-    from ..jobs.api import resume_job
-    from ..jobs.follow import follow_job
-    from ..progress import ProgressPrinter
+    from TransferSegLib.jobs.api import resume_job
+    from TransferSegLib.jobs.follow import follow_job
+    from TransferSegLib.progress import ProgressPrinter
 
     job = resume_job(Path(args.job_dir))
     if args.detach:
@@ -125,7 +125,7 @@ def run_resume(args) -> int:
 
 
 def run_list(args) -> int:
-    from ..jobs.api import list_jobs
+    from TransferSegLib.jobs.api import list_jobs
 
     jobs = list_jobs(args.root)
     if args.json:

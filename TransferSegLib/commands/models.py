@@ -75,7 +75,7 @@ def _classes(labels) -> str:
 
 
 def run_list(args) -> int:
-    from ..catalog import list_models
+    from TransferSegLib.models.catalog import list_models
 
     entries = list_models(include_unavailable=bool(getattr(args, "all", False)))
     if getattr(args, "json", False):
@@ -98,7 +98,7 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
-    from ..catalog import find_model
+    from TransferSegLib.models.catalog import find_model
 
     entry = find_model(args.name)
     data = entry.to_dict()
@@ -126,7 +126,7 @@ def _progress():
 
 
 def run_download(args) -> int:
-    from ..catalog import download_model
+    from TransferSegLib.models.catalog import download_model
 
     local = Path(args.file) if getattr(args, "file", None) else None
     path = download_model(args.name, progress=_progress(), allow_unverified=args.allow_unverified, local_file=local)
@@ -137,8 +137,8 @@ def run_download(args) -> int:
 
 
 def run_add(args) -> int:
-    from ..catalog import add_user_model
-    from ..errors import ModelError
+    from TransferSegLib.models.catalog import add_user_model
+    from TransferSegLib.errors import ModelError
 
     if args.checkpoint and not args.spec:
         raise ModelError("'transferseg models add --checkpoint' needs --spec SPEC.json (network, labels, recipe, "
@@ -149,7 +149,7 @@ def run_add(args) -> int:
 
 
 def run_remove(args) -> int:
-    from ..catalog import remove_user_model
+    from TransferSegLib.models.catalog import remove_user_model
 
     remove_user_model(args.name)
     print(f"removed '{args.name}'")
@@ -157,7 +157,7 @@ def run_remove(args) -> int:
 
 
 def run_import(args) -> int:
-    from ..catalog import add_user_model
+    from TransferSegLib.models.catalog import add_user_model
 
     name = add_user_model(Path(args.path), name=args.name)
     print(f"registered the bundle as '{name}': use it with --base {name}")
@@ -165,7 +165,7 @@ def run_import(args) -> int:
 
 
 def run_inflate(args) -> int:
-    from ..catalog import add_inflated_model
+    from TransferSegLib.models.catalog import add_inflated_model
 
     name = add_inflated_model(Path(args.checkpoint_2d), Path(args.spec), args.name, depth_mode=args.depth_mode)
     print(f"registered the inflated 3D network as '{name}': fine-tune it with --base {name}")
@@ -173,7 +173,7 @@ def run_inflate(args) -> int:
 
 
 def run_export(args) -> int:
-    from ..bundle import export_bundle
+    from TransferSegLib.models.bundle import export_bundle
 
     out = export_bundle(Path(args.model_dir), Path(args.out))
     print(f"wrote the MONAI bundle {out}; run it with: python -m monai.bundle run --config_file "

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..infer import predict_file
+    from TransferSegLib.inference.infer import predict_file
 
     start = time.monotonic()
     prediction = predict_file(

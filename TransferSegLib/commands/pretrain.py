@@ -27,16 +27,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..cases import cases_from_manifest, cases_from_pairs
-    from ..errors import CaseError
-    from ..progress import ProgressPrinter
-    from ..train import TrainConfig
+    from TransferSegLib.data.cases import cases_from_manifest, cases_from_pairs
+    from TransferSegLib.errors import CaseError
+    from TransferSegLib.progress import ProgressPrinter
+    from TransferSegLib.training.train import TrainConfig
 
     printer = ProgressPrinter()
     labels = [n.strip() for n in args.labels.split(",") if n.strip()]
     exclude = [n.strip() for n in args.exclude.split(",") if n.strip()]
     if args.mode == "masked-reconstruction":
-        from ..pretrain import MaskedReconstructionConfig, pretrain_masked_reconstruction
+        from TransferSegLib.training.pretrain import MaskedReconstructionConfig, pretrain_masked_reconstruction
 
         config = MaskedReconstructionConfig(iterations=args.iterations or 200, batch_size=args.batch_size,
                                             learning_rate=args.learning_rate, seed=args.seed, device=args.device)
@@ -46,13 +46,13 @@ def run(args) -> int:
         printer.close()
         print(f"encoder-only base model written to {out}")
         return 0
-    from ..pretrain import pretrain_partial_labels
+    from TransferSegLib.training.pretrain import pretrain_partial_labels
 
     cases = cases_from_pairs(args.image, args.label, None) if args.image else []
     if args.dataset:
         cases.extend(cases_from_manifest(args.dataset)[0])
     if args.sample_data:
-        from ..sample_data import default_pretraining_cases
+        from TransferSegLib.data.sample_data import default_pretraining_cases
 
         cases.extend(default_pretraining_cases())
     if not cases:

@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from ..errors import JobError, TransferSegError
-from .events import EventReader, EventWriter, read_events
-from .follow import follow_job
-from .launch import launch_worker, read_launch_record, worker_command
-from .layout import CANCEL, EVENTS, SPEC, jobs_root, new_job_directory, now_iso
-from .lock import DeviceBusy, device_label, lock_holder
-from .processes import kill_tree, pid_alive, send_terminate
-from .spec import JobSpec
-from .state import JobState, read_state, this_host, write_state
-from .status import EventSummary, JobStatus, death_message, log_tail
+from TransferSegLib.errors import JobError, TransferSegError
+from TransferSegLib.jobs.events import EventReader, EventWriter, read_events
+from TransferSegLib.jobs.follow import follow_job
+from TransferSegLib.jobs.launch import launch_worker, read_launch_record, worker_command
+from TransferSegLib.jobs.layout import CANCEL, EVENTS, SPEC, jobs_root, new_job_directory, now_iso
+from TransferSegLib.jobs.lock import DeviceBusy, device_label, lock_holder
+from TransferSegLib.jobs.processes import kill_tree, pid_alive, send_terminate
+from TransferSegLib.jobs.spec import JobSpec
+from TransferSegLib.jobs.state import JobState, read_state, this_host, write_state
+from TransferSegLib.jobs.status import EventSummary, JobStatus, death_message, log_tail
 
 
 class Job:
@@ -117,7 +117,7 @@ class Job:
     def _launch(self, python: Optional[str], env: Optional[Dict[str, str]], resume: bool) -> None:
         spec = self.spec
         if spec is not None and spec.processes > 1:
-            from .ddp import torchrun_command
+            from TransferSegLib.jobs.ddp import torchrun_command
 
             command = torchrun_command(self.directory, spec.processes, python, resume)
         else:
@@ -336,7 +336,7 @@ def _cancel_age_s(directory: Path) -> Optional[float]:
 
 def _record_refusal(directory: Path, exc: BaseException, hint: Optional[str] = None) -> None:
     """A job that cannot start still leaves its reason in events.jsonl and state.json."""
-    from .worker import describe_failure
+    from TransferSegLib.jobs.worker import describe_failure
 
     failure = describe_failure(exc)
     if hint:
@@ -424,7 +424,7 @@ def run_job_foreground(spec: Union[JobSpec, Dict[str, Any]], job_dir: Optional[U
 
     Returns the exit code: 0 finished, 3 cancelled, else the failure's code.
     """
-    from ..progress import ProgressPrinter
+    from TransferSegLib.progress import ProgressPrinter
 
     printer = printer or ProgressPrinter()
     job = start_job(spec, job_dir, python=python)

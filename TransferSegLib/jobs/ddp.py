@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
-from ..errors import JobError, TrainingCancelled
-from .layout import SPEC
-from .spec import JobSpec
+from TransferSegLib.errors import JobError, TrainingCancelled
+from TransferSegLib.jobs.layout import SPEC
+from TransferSegLib.jobs.spec import JobSpec
 
 FOLLOWER_SEED_STRIDE = 1000
 
@@ -99,7 +99,7 @@ class DistributedRun:
         import torch
         import torch.optim.optimizer as optim_hooks
 
-        from ..train import resolve_device
+        from TransferSegLib.training.train import resolve_device
 
         config = finetune_spec.train
         if not config.iterations:
@@ -118,7 +118,7 @@ class DistributedRun:
             reporter.event("warning", message="Several GPUs: mixed precision is off so that every GPU takes every step.")
         config.amp = False
         if not finetune_spec.val_cases and len(finetune_spec.cases) >= 3:
-            from ..finetune import _split_validation
+            from TransferSegLib.training.finetune import _split_validation
 
             finetune_spec.cases, finetune_spec.val_cases = _split_validation(finetune_spec.cases, config.seed)
         config.seed = int(config.seed) + FOLLOWER_SEED_STRIDE * self.rank  # each rank draws its own patches
@@ -180,9 +180,9 @@ class DistributedRun:
 
     def run_follower(self, resume: bool, stop: Callable[[], bool]) -> int:
         """Train as rank K: no events, no state; errors go to stderr (worker.log), torchrun ends the rest."""
-        from ..finetune import run_finetune
-        from ..train import resolve_device
-        from .lock import DeviceLock
+        from TransferSegLib.training.finetune import run_finetune
+        from TransferSegLib.training.train import resolve_device
+        from TransferSegLib.jobs.lock import DeviceLock
 
         lock = None
         try:

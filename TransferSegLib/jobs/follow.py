@@ -2,7 +2,7 @@
 
 from typing import Any, Callable, Optional
 
-from .status import JobStatus
+from TransferSegLib.jobs.status import JobStatus
 
 
 def follow_job(job: Any, printer: Any, cancel_on_interrupt: bool = True) -> int:

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .layout import LAUNCH, LOG, now_iso
-from .processes import process_created
-from .state import this_host
+from TransferSegLib.jobs.layout import LAUNCH, LOG, now_iso
+from TransferSegLib.jobs.processes import process_created
+from TransferSegLib.jobs.state import this_host
 
 LIBRARY_PARENT = str(Path(__file__).resolve().parent.parent.parent)
 

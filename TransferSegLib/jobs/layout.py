@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+from TransferSegLib.paths import transferseg_home
+
 SPEC = "spec.json"
 EVENTS = "events.jsonl"
 STATE = "state.json"
@@ -17,11 +19,6 @@ CANCEL = "cancel.request"
 LOG = "worker.log"
 LAUNCH = "launch.json"  # the front end's record of the process it started
 CHECKPOINTS = "checkpoints"
-
-
-def transferseg_home() -> Path:
-    """The per-user folder for jobs, locks and caches (``TRANSFERSEG_HOME``, else ``~/.transferseg``)."""
-    return Path(os.environ.get("TRANSFERSEG_HOME", "") or "~/.transferseg").expanduser()
 
 
 def jobs_root(root: Optional[Path] = None) -> Path:

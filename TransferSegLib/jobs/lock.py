@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import JobError
-from .layout import locks_root, now_iso
-from .processes import pid_alive, process_created
-from .state import this_host
+from TransferSegLib.errors import JobError
+from TransferSegLib.jobs.layout import locks_root, now_iso
+from TransferSegLib.jobs.processes import pid_alive, process_created
+from TransferSegLib.jobs.state import this_host
 
 
 def device_key(device: str) -> str:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from ..errors import CaseError, JobError, ModelError, TransferSegError
-from .layout import now_iso
+from TransferSegLib.errors import CaseError, JobError, ModelError, TransferSegError
+from TransferSegLib.jobs.layout import now_iso
 
 SPEC_VERSION = 1
 TASKS = ("finetune", "experiment")
@@ -189,10 +189,10 @@ class JobSpec:
 
     def to_finetune_spec(self):
         """The engine's ``FinetuneSpec`` (imports torch). Bad training settings raise ``JobError``."""
-        from ..cases import Case
-        from ..finetune import FinetuneSpec
-        from ..recipe import Recipe
-        from ..train import TrainConfig
+        from TransferSegLib.data.cases import Case
+        from TransferSegLib.training.finetune import FinetuneSpec
+        from TransferSegLib.data.recipe import Recipe
+        from TransferSegLib.training.train import TrainConfig
 
         try:
             config = TrainConfig.from_dict(dict(self.train))
@@ -218,7 +218,7 @@ class JobSpec:
         The worker repeats the full checks (reading every image) before training.
         """
         if self.task == "experiment":
-            from ..commands.experiment import check_options
+            from TransferSegLib.commands.experiment import check_options
 
             check_options(self.experiment or {})
             return

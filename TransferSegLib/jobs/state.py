@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from ..errors import JobError
-from .layout import STATE, now_iso
+from TransferSegLib.errors import JobError
+from TransferSegLib.jobs.layout import STATE, now_iso
 
 STATES = ("queued", "running", "cancelling", "cancelled", "failed", "finished")
 TERMINAL = ("cancelled", "failed", "finished")

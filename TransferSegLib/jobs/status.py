@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .events import EventReader
-from .layout import LOG
-from .state import JobState
+from TransferSegLib.jobs.events import EventReader
+from TransferSegLib.jobs.layout import LOG
+from TransferSegLib.jobs.state import JobState
 
 STDERR_TAIL_LINES = 20
 

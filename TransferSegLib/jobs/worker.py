@@ -22,13 +22,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..errors import CaseError, DownloadError, JobError, ModelError, TrainingCancelled, TransferSegError
-from .events import EventWriter
-from .layout import CANCEL, CHECKPOINTS, EVENTS, SPEC, now_iso
-from .lock import DeviceBusy, DeviceLock
-from .processes import pid_alive, process_created
-from .spec import JobSpec
-from .state import JobState, read_state, this_host, write_state
+from TransferSegLib.errors import CaseError, DownloadError, JobError, ModelError, TrainingCancelled, TransferSegError
+from TransferSegLib.jobs.events import EventWriter
+from TransferSegLib.jobs.layout import CANCEL, CHECKPOINTS, EVENTS, SPEC, now_iso
+from TransferSegLib.jobs.lock import DeviceBusy, DeviceLock
+from TransferSegLib.jobs.processes import pid_alive, process_created
+from TransferSegLib.jobs.spec import JobSpec
+from TransferSegLib.jobs.state import JobState, read_state, this_host, write_state
 
 EXIT_FINISHED, EXIT_CRASHED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, TrainingCancelled.exit_code
 MAX_MEMORY_RETRIES = 4
@@ -271,7 +271,7 @@ class Worker:
             spec = JobSpec.load(self.job_dir / SPEC)
             spec.check_inputs()
             finetune_spec = spec.to_finetune_spec() if spec.task == "finetune" else None  # imports torch
-            from ..train import resolve_device
+            from TransferSegLib.training.train import resolve_device
 
             device = resolve_device(spec.device)
             if self.distributed is not None:
@@ -307,7 +307,7 @@ class Worker:
         return EXIT_FINISHED
 
     def _train(self, spec: JobSpec, finetune_spec: Any) -> Any:
-        from ..finetune import run_finetune
+        from TransferSegLib.training.finetune import run_finetune
 
         work_dir = self.job_dir / CHECKPOINTS
         resume = self.resume and (work_dir / "checkpoint_last.pt").is_file()
@@ -335,8 +335,8 @@ class Worker:
         stops the current run (no result kept) and ``job resume`` redoes only what
         is not done.
         """
-        from ..commands.experiment import build_spec, options_from_spec
-        from ..experiment import run_experiment
+        from TransferSegLib.commands.experiment import build_spec, options_from_spec
+        from TransferSegLib.evaluation.experiment import run_experiment
 
         experiment = build_spec(options_from_spec(spec.experiment or {}))
 
@@ -376,7 +376,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     stop.install()  # before anything slow, so an early cancel is not a crash
     distributed = None
     if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        from .ddp import DistributedRun
+        from TransferSegLib.jobs.ddp import DistributedRun
 
         distributed = DistributedRun.from_environment(Path(args.job_dir))
         if not distributed.is_main:

@@ -18,12 +18,12 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from ..errors import CaseError
-from ..names import BACKGROUND, label_color, normalize_label_name
-from .geometry import (
+from TransferSegLib.errors import CaseError
+from TransferSegLib.names import BACKGROUND, label_color, normalize_label_name
+from TransferSegLib.scene.geometry import (
     Grid, check_scalar, check_untransformed, image_from_volume, reference_grid, volume_from_image, volume_grid,
 )
-from .terminology import terminology_entry
+from TransferSegLib.scene.terminology import terminology_entry
 
 IMAGE_SUFFIX = ".nrrd"  # NRRD keeps the direction matrix in double precision
 LABEL_SUFFIX = ".nii.gz"
@@ -192,7 +192,7 @@ def _file_stem(name: str) -> str:
 
 
 def _write_case(case: SceneCase, labelmap: sitk.Image, labels: Sequence[str], folder: Path, stem: str):
-    from ..cases import Case
+    from TransferSegLib.data.cases import Case
 
     image_path = folder / f"{stem}_image{IMAGE_SUFFIX}"
     label_path = folder / f"{stem}_label{LABEL_SUFFIX}"

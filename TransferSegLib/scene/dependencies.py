@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 from typing import Dict, List
 
-from ..errors import TransferSegError
+from TransferSegLib.errors import TransferSegError
 
 # Packages Slicer ships or the PyTorch extension owns: pip must never replace them.
 PROTECTED = ["torch", "SimpleITK", "requests"]

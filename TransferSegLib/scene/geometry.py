@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from ..errors import CaseError
+from TransferSegLib.errors import CaseError
 
 # RAS (Slicer) ⇄ LPS (ITK, DICOM, NIfTI readers) flips the first two axes.
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])

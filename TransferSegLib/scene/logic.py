@@ -28,14 +28,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import slicer
 
-from ..errors import CaseError, JobError, ModelError, TransferSegError
-from ..names import normalize_label_name
-from . import SceneCase, case_from_segmentation, check_case, export_cases, import_prediction, training_labels
-from .geometry import image_from_volume
-from .models import ModelRow, model_rows
-from .plot import TrainingPlot
-from .process import CommandProcess, default_python
-from .runs import PredictionRun, TrainingRun, read_model_card
+from TransferSegLib.errors import CaseError, JobError, ModelError, TransferSegError
+from TransferSegLib.names import normalize_label_name
+from TransferSegLib.paths import resources_dir, transferseg_home
+from TransferSegLib.scene import SceneCase, case_from_segmentation, check_case, export_cases, import_prediction, training_labels
+from TransferSegLib.scene.geometry import image_from_volume
+from TransferSegLib.scene.models import ModelRow, model_rows
+from TransferSegLib.scene.plot import TrainingPlot
+from TransferSegLib.scene.process import CommandProcess, default_python
+from TransferSegLib.scene.runs import PredictionRun, TrainingRun, read_model_card
 
 try:  # the application's base class (parameter node handling); absent from slicer-core
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
@@ -60,10 +61,6 @@ DEPENDENCIES = {"torch": "PyTorch (PyTorch extension)", "monai": "MONAI", "einop
 STRATEGIES = ("last-layers", "decoder", "staged", "full", "scratch")
 
 
-def transferseg_home() -> Path:
-    return Path(os.environ.get("TRANSFERSEG_HOME", "") or "~/.transferseg").expanduser()
-
-
 def use_slicer_cache() -> Optional[Path]:
     """Point downloads at Slicer's cache folder unless the user chose one.
 
@@ -80,18 +77,9 @@ def use_slicer_cache() -> Optional[Path]:
     return folder
 
 
-def resources_dir() -> Path:
-    """The extension's Resources folder: next to TransferSegLib in a checkout, in the module when installed."""
-    here = Path(__file__).resolve().parent.parent  # TransferSegLib/
-    for candidate in (here.parent / "Resources", here.parent / "TransferSeg" / "Resources"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "Resources"
-
-
 def _catalog():
     try:
-        from .. import catalog
+        from TransferSegLib.models import catalog
     except ImportError as exc:
         raise ModelError(
             "This TransferSeg has no model catalog: use the shipped 'default' model or a model folder."
@@ -127,7 +115,7 @@ class TransferSegLogic(_LogicBase):
 
         Slicer's own SimpleITK, torch and requests are never replaced. Application only.
         """
-        from .dependencies import install_dependencies
+        from TransferSegLib.scene.dependencies import install_dependencies
 
         install_dependencies(requirements_path, DEPENDENCIES)
 
@@ -239,8 +227,8 @@ class TransferSegLogic(_LogicBase):
         settings.setdefault("time_budget", time_budget_s)
         settings.setdefault("iterations", iterations)
         patch_size = settings.pop("patch_size", None)  # overrides the base model's patch size
-        from ..jobs.api import start_job
-        from ..jobs.spec import JobSpec
+        from TransferSegLib.jobs.api import start_job
+        from TransferSegLib.jobs.spec import JobSpec
 
         spec = JobSpec(base=str(base), cases=exported, val_cases=[], labels=target, strategy=strategy,
                        output=str(output), train=settings, device=device, seed=seed, name=model_name,
@@ -252,7 +240,7 @@ class TransferSegLogic(_LogicBase):
 
     def attach_training(self, directory) -> TrainingRun:
         """Follow a job started earlier (e.g. before Slicer restarted); replays its events."""
-        from ..jobs.api import Job
+        from TransferSegLib.jobs.api import Job
 
         job = Job.attach(Path(directory))
         spec = getattr(job, "spec", None)
@@ -357,7 +345,7 @@ class TransferSegLogic(_LogicBase):
         """The shipped TotalSegmentator example CT and the chosen classes of its labelmap, as new nodes."""
         import SimpleITK as sitk
 
-        from . import load_case_into_scene
+        from TransferSegLib.scene import load_case_into_scene
 
         folder = resources_dir() / "SampleData" / "TotalSegmentator"
         try:

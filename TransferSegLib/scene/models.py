@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List
 
-from ..errors import TransferSegError
-from ..names import BACKGROUND, normalize_label_name
+from TransferSegLib.errors import TransferSegError
+from TransferSegLib.names import BACKGROUND, normalize_label_name
 
 
 @dataclass
@@ -51,7 +51,7 @@ def model_folder_row(folder: Path, name: str, source: str) -> ModelRow:
 def _catalog_rows() -> List[ModelRow]:
     """Catalog models; none (with a log line) when the catalog cannot be read, so the rest still shows."""
     try:
-        from .. import catalog
+        from TransferSegLib.models import catalog
 
         entries = catalog.list_models()
     except (ImportError, TransferSegError) as exc:

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..errors import JobError, TransferSegError
-from ..jobs.launch import worker_environment
-from ..jobs.processes import kill_tree
+from TransferSegLib.errors import JobError, TransferSegError
+from TransferSegLib.jobs.launch import worker_environment
+from TransferSegLib.jobs.processes import kill_tree
 
 
 def default_python() -> str:

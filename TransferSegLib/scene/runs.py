@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..errors import ModelError
-from ..names import BACKGROUND, normalize_label_name
+from TransferSegLib.errors import ModelError
+from TransferSegLib.names import BACKGROUND, normalize_label_name
 
 STOPPED = "Stopped. The last checkpoint is kept in the job folder."
 

@@ -9,7 +9,7 @@ Pure data: no ``slicer`` import, so it can be tested anywhere.
 
 from typing import Dict, Optional, Tuple
 
-from ..names import normalize_label_name
+from TransferSegLib.names import normalize_label_name
 
 CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import AugmentConfig, augment_batch
-from .errors import TrainingCancelled, TransferSegError
-from .losses import partial_label_loss
-from .sampling import PreparedCase, sample_batch
-from .transfer import StagedSchedule, apply_strategy, freeze_norm_statistics, set_trainable_parts
+from TransferSegLib.training.augment import AugmentConfig, augment_batch
+from TransferSegLib.errors import TrainingCancelled, TransferSegError
+from TransferSegLib.training.losses import partial_label_loss
+from TransferSegLib.training.sampling import PreparedCase, sample_batch
+from TransferSegLib.training.transfer import StagedSchedule, apply_strategy, freeze_norm_statistics, set_trainable_parts
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, List, Optional
 
-from .errors import DownloadError
+from TransferSegLib.errors import DownloadError
 
 _CHUNK_BYTES = 1 << 20
 _FOUR_GIB = 4 * 1024 ** 3

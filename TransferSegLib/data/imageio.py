@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import CaseError
-from .names import label_color
+from TransferSegLib.errors import CaseError
+from TransferSegLib.names import label_color
 
 Color = Tuple[float, float, float]
 

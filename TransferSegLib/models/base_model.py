@@ -11,21 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import ModelError
-from .networks import NetworkSpec
-from .recipe import Recipe
+from TransferSegLib.errors import ModelError
+from TransferSegLib.training.networks import NetworkSpec
+from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.paths import resources_dir
 
 SCRATCH_NAMES = ("none", "scratch")
 DEFAULT_NAME = "default"
-
-
-def resources_dir() -> Path:
-    """The extension's Resources folder (next to the package in a checkout and in Slicer)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "Resources", here.parent / "TransferSeg" / "Resources"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "Resources"
 
 
 def default_model_dir() -> Path:
@@ -138,7 +130,7 @@ def resolve_base_model(
         if path.is_dir() and (path / "model.json").is_file():
             return load_model_dir(path)
         if path.is_dir() and (path / "configs").is_dir() or path.suffix == ".zip":
-            from .bundle import import_bundle
+            from TransferSegLib.models.bundle import import_bundle
 
             return import_bundle(path)
         raise ModelError(
@@ -147,7 +139,7 @@ def resolve_base_model(
             f"'transferseg models add --name NAME --checkpoint FILE --spec SPEC.json'."
         )
     try:
-        from .catalog import resolve_catalog_model
+        from TransferSegLib.models.catalog import resolve_catalog_model
     except ImportError:
         raise ModelError(
             f"Unknown base model '{key}': it is not 'default', 'none', a model folder or a MONAI bundle."

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import CaseError
-from .imageio import align_to_image, is_seg_nrrd, read_image, read_labelmap, read_segment_names
-from .names import index_by_name, normalize_label_name
+from TransferSegLib.errors import CaseError
+from TransferSegLib.data.imageio import align_to_image, is_seg_nrrd, read_image, read_labelmap, read_segment_names
+from TransferSegLib.names import index_by_name, normalize_label_name
 
 _CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name")
 _NAME_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mrc")

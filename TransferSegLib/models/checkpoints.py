@@ -29,9 +29,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .base_model import KeyMap
-from .errors import ModelError
-from .networks import network_parts
+from TransferSegLib.models.base_model import KeyMap
+from TransferSegLib.errors import ModelError
+from TransferSegLib.training.networks import network_parts
 
 Shape = Tuple[int, ...]
 
@@ -88,7 +88,7 @@ def read_checkpoint(path: Path) -> Any:
         raise ModelError(
             f"'{path}' is a TorchScript archive, not a file of plain weights. TransferSeg only runs TorchScript "
             f"networks from installed packages or ones you register yourself (a spec with _target_ "
-            f"'TransferSegLib.checkpoints.TorchScriptNetwork'); otherwise save the weights with "
+            f"'TransferSegLib.models.checkpoints.TorchScriptNetwork'); otherwise save the weights with "
             f"torch.save(model.state_dict(), 'weights.pt')."
         )
     try:
@@ -299,7 +299,7 @@ class TorchScriptNetwork(nn.Module):
             return file
         if not (package and resource):
             raise ModelError("A TorchScript network needs 'path', or 'package' and 'resource'.")
-        from .catalog import installed_package_file
+        from TransferSegLib.models.catalog import installed_package_file
 
         file = installed_package_file(package, resource)
         if file is None:

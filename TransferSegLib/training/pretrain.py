@@ -19,16 +19,16 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .cases import Case
-from .errors import CaseError
-from .finetune import FinetuneResult, FinetuneSpec, run_finetune
-from .imageio import read_image
-from .model_dir import save_model_dir
-from .names import normalize_label_name
-from .networks import NetworkSpec, build_network, default_network_spec
-from .preprocess import preprocess_image
-from .recipe import Recipe
-from .train import Reporter, TrainConfig, resolve_device, set_seed
+from TransferSegLib.data.cases import Case
+from TransferSegLib.errors import CaseError
+from TransferSegLib.training.finetune import FinetuneResult, FinetuneSpec, run_finetune
+from TransferSegLib.data.imageio import read_image
+from TransferSegLib.models.model_dir import save_model_dir
+from TransferSegLib.names import normalize_label_name
+from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec
+from TransferSegLib.data.preprocess import preprocess_image
+from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.training.train import Reporter, TrainConfig, resolve_device, set_seed
 
 
 def union_labels(cases: Sequence[Case], exclude: Sequence[str] = ()) -> List[str]:

@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .errors import ModelError
-from .names import index_by_name, normalize_label_name
-from .networks import NetworkParts, head_modules, network_parts
+from TransferSegLib.errors import ModelError
+from TransferSegLib.names import index_by_name, normalize_label_name
+from TransferSegLib.training.networks import NetworkParts, head_modules, network_parts
 
 STRATEGIES = ("scratch", "full", "decoder", "last-layers", "staged")
 

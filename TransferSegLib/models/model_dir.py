@@ -16,10 +16,10 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
-from . import __version__
-from .base_model import BaseModel, load_model_dir
-from .errors import ModelError
-from .networks import build_network
+from TransferSegLib import __version__
+from TransferSegLib.models.base_model import BaseModel, load_model_dir
+from TransferSegLib.errors import ModelError
+from TransferSegLib.training.networks import build_network
 
 MODEL_FORMAT = "transferseg-model"
 MODEL_VERSION = 1

@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import CaseError
-from .recipe import IntensitySpec, Recipe
+from TransferSegLib.errors import CaseError
+from TransferSegLib.data.recipe import IntensitySpec, Recipe
 
 # The letter an index axis gets when it runs along +/- each SimpleITK (LPS) physical axis.
 _LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))

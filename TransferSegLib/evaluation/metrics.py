@@ -40,7 +40,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .errors import CaseError
+from TransferSegLib.errors import CaseError
 
 
 @dataclass

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
-from .base_model import BaseModel, KeyMap, resources_dir
-from .download import cache_dir, download, file_checksum, is_offline, parse_checksum, use_local_file
-from .errors import DownloadError, ModelError
-from .networks import NetworkSpec
-from .recipe import Recipe
+from TransferSegLib.models.base_model import BaseModel, KeyMap
+from TransferSegLib.paths import resources_dir
+from TransferSegLib.models.download import cache_dir, download, file_checksum, is_offline, parse_checksum, use_local_file
+from TransferSegLib.errors import DownloadError, ModelError
+from TransferSegLib.training.networks import NetworkSpec
+from TransferSegLib.data.recipe import Recipe
 
 CATALOG_FORMAT = "transferseg-catalog"
 CATALOG_VERSION = 1
@@ -318,7 +319,7 @@ def fetch_weights(entry: CatalogEntry, offline: bool = False, cache_root: Option
                               size=entry.size_bytes, progress=progress, offline=is_offline(offline))
     if not entry.archive:
         return downloaded
-    from .archive import safe_extract
+    from TransferSegLib.models.archive import safe_extract
 
     extracted = folder / "files"
     if extracted.exists():
@@ -365,7 +366,7 @@ def resolve_catalog_model(name: str, offline: bool = False, cache_root: Optional
     """A catalog, package, user or bundle model by name, with its weights on disk."""
     entry = find_model(name, cache_root)
     if entry.source == "bundle":
-        from .bundle import import_bundle
+        from TransferSegLib.models.bundle import import_bundle
 
         model = import_bundle(_local_weights(entry), cache_root=cache_root)
         model.name = entry.name
@@ -391,7 +392,7 @@ def add_user_model(path, name: Optional[str] = None, spec: Any = None, cache_roo
         raise ModelError(f"'{path}' does not exist.")
     is_bundle = (path.is_dir() and (path / "configs").is_dir()) or path.suffix == ".zip"
     if is_bundle:
-        from .bundle import import_bundle
+        from TransferSegLib.models.bundle import import_bundle
 
         base = import_bundle(path, cache_root=cache_root)
         name = name or base.name
@@ -431,9 +432,9 @@ def add_inflated_model(checkpoint_2d, spec: Any, name: str, depth_mode: str = "c
     """
     import torch
 
-    from .checkpoints import map_keys, read_checkpoint, unwrap_state_dict
-    from .networks import build_network
-    from .transfer import inflate_2d_to_3d
+    from TransferSegLib.models.checkpoints import map_keys, read_checkpoint, unwrap_state_dict
+    from TransferSegLib.training.networks import build_network
+    from TransferSegLib.training.transfer import inflate_2d_to_3d
 
     path = Path(checkpoint_2d).expanduser().resolve()
     data = _read_spec(spec)
@@ -490,8 +491,8 @@ def _read_spec(spec: Any) -> Dict[str, Any]:
 
 
 def _check_loads(entry: CatalogEntry, path: Path) -> None:
-    from .checkpoints import load_state_dict
-    from .networks import build_network
+    from TransferSegLib.models.checkpoints import load_state_dict
+    from TransferSegLib.training.networks import build_network
 
     model = build_network(entry.network)
     if entry.labels and not entry.encoder_only and entry.network.out_channels not in (0, len(entry.labels)):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from .errors import DownloadError
+from TransferSegLib.errors import DownloadError
 
 #: Progress callback: bytes done so far, total bytes (None when the server does not say).
 Progress = Callable[[int, Optional[int]], None]
@@ -111,7 +111,7 @@ def _offline_error(url: str, dest: Path, problem: str) -> DownloadError:
     return DownloadError(
         f"TransferSeg is offline (offline option or TRANSFERSEG_OFFLINE=1) and the cached file {dest} {problem}. "
         f"Download {url} on a computer with network access, then copy it to {dest} "
-        "(or import it with TransferSegLib.download.use_local_file, which checks its checksum).")
+        "(or import it with TransferSegLib.models.download.use_local_file, which checks its checksum).")
 
 
 def _content_range_start(header: str) -> Optional[int]:

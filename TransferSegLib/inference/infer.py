@@ -14,11 +14,11 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from .base_model import BaseModel
-from .errors import ModelError
-from .model_dir import load_model
-from .preprocess import preprocess_image, restore_probabilities
-from .train import resolve_device
+from TransferSegLib.models.base_model import BaseModel
+from TransferSegLib.errors import ModelError
+from TransferSegLib.models.model_dir import load_model
+from TransferSegLib.data.preprocess import preprocess_image, restore_probabilities
+from TransferSegLib.training.train import resolve_device
 
 
 @dataclass
@@ -153,8 +153,8 @@ def predict_file(
     overlap: float = 0.5,
 ) -> Prediction:
     """Read an image, predict, and write the labelmap (.nii.gz or .seg.nrrd) atomically."""
-    from .imageio import read_image, write_labelmap
-    from .names import label_color
+    from TransferSegLib.data.imageio import read_image, write_labelmap
+    from TransferSegLib.names import label_color
 
     output_path = Path(output_path)
     if not (str(output_path).endswith((".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha"))):

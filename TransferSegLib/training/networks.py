@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from .errors import ModelError
+from TransferSegLib.errors import ModelError
 
 # Only classes from these packages can be named in a spec: a spec is data read
 # from catalogs and downloaded bundles and must not import arbitrary code.

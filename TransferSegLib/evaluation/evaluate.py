@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import CaseError
-from .metrics import CaseMetrics, ClassMetrics, class_metrics
-from .names import normalize_label_name
+from TransferSegLib.errors import CaseError
+from TransferSegLib.evaluation.metrics import CaseMetrics, ClassMetrics, class_metrics
+from TransferSegLib.names import normalize_label_name
 
 _METRIC_FIELDS = ("dice", "iou", "hd95", "assd", "rvd", "surface_dice")
 

@@ -22,7 +22,7 @@ identity matrix), which use the opposite "from" convention.
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
-from .errors import ModelError
+from TransferSegLib.errors import ModelError
 
 INTENSITY_KINDS = ("window", "zscore", "none")
 

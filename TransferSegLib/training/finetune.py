@@ -14,19 +14,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .augment import AugmentConfig
-from .base_model import BaseModel, resolve_base_model
-from .cases import Case, load_case
-from .errors import CaseError, ModelError
-from .infer import InferenceOptions, sliding_window_probabilities
-from .model_dir import save_model_dir
-from .names import BACKGROUND, index_by_name, normalize_label_name, with_background
-from .networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
-from .preprocess import preprocess_image, preprocess_labels
-from .recipe import Recipe
-from .sampling import PreparedCase
-from .train import Reporter, TrainConfig, device_description, resolve_device, train
-from .transfer import adapt_head, check_strategy, load_pretrained
+from TransferSegLib.training.augment import AugmentConfig
+from TransferSegLib.models.base_model import BaseModel, resolve_base_model
+from TransferSegLib.data.cases import Case, load_case
+from TransferSegLib.errors import CaseError, ModelError
+from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
+from TransferSegLib.models.model_dir import save_model_dir
+from TransferSegLib.names import BACKGROUND, index_by_name, normalize_label_name, with_background
+from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
+from TransferSegLib.data.preprocess import preprocess_image, preprocess_labels
+from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.training.sampling import PreparedCase
+from TransferSegLib.training.train import Reporter, TrainConfig, device_description, resolve_device, train
+from TransferSegLib.training.transfer import adapt_head, check_strategy, load_pretrained
 
 DEFAULT_PATCH = (64, 64, 32)
 
@@ -115,7 +115,7 @@ def _load_base_state(base: BaseModel) -> Dict[str, torch.Tensor]:
         raise ModelError(f"Base model '{base.name}' has no weights file; download it first ('transferseg models download {base.name}').")
     if base.source in ("model-dir", "shipped"):
         return torch.load(base.weights, map_location="cpu", weights_only=True)
-    from .checkpoints import load_state_dict
+    from TransferSegLib.models.checkpoints import load_state_dict
 
     reference = build_network(base.network)
     state, _report = load_state_dict(Path(base.weights), base.key_map, reference)

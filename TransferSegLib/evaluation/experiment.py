@@ -16,14 +16,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cases import Case, load_case
-from .errors import CaseError
-from .finetune import FinetuneSpec, run_finetune
-from .infer import InferenceOptions, predict_image
-from .metrics import compute_metrics
-from .model_dir import load_model
-from .names import with_background
-from .train import Reporter, TrainConfig
+from TransferSegLib.data.cases import Case, load_case
+from TransferSegLib.errors import CaseError
+from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
+from TransferSegLib.inference.infer import InferenceOptions, predict_image
+from TransferSegLib.evaluation.metrics import compute_metrics
+from TransferSegLib.models.model_dir import load_model
+from TransferSegLib.names import with_background
+from TransferSegLib.training.train import Reporter, TrainConfig
 
 
 @dataclass

@@ -23,10 +23,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .base_model import BaseModel, KeyMap, load_model_dir
-from .errors import ModelError
-from .networks import NetworkSpec
-from .recipe import IntensitySpec, Recipe
+from TransferSegLib.models.base_model import BaseModel, KeyMap, load_model_dir
+from TransferSegLib.errors import ModelError
+from TransferSegLib.training.networks import NetworkSpec
+from TransferSegLib.data.recipe import IntensitySpec, Recipe
 
 #: Arguments that older MONAI networks took and current ones refuse; they carry no weights.
 _REMOVED_ARGS = {"SwinUNETR": ("img_size",)}
@@ -46,8 +46,8 @@ def bundle_root(path: Path, cache_root: Optional[Path] = None) -> Path:
     if path.is_file():
         if not zipfile.is_zipfile(path):
             raise ModelError(f"'{path}' is neither a MONAI bundle folder nor a zip file.")
-        from .archive import safe_extract
-        from .download import cache_dir, file_checksum
+        from TransferSegLib.models.archive import safe_extract
+        from TransferSegLib.models.download import cache_dir, file_checksum
 
         target = cache_dir(cache_root) / "bundles" / f"{path.stem}-{file_checksum(path)[:12]}"
         if not target.is_dir():

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Dict
 
-from .base_model import resources_dir
-from .cases import Case
-from .errors import CaseError
+from TransferSegLib.paths import resources_dir
+from TransferSegLib.data.cases import Case
+from TransferSegLib.errors import CaseError
 
 
 def sample_dir() -> Path:

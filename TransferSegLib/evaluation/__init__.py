@@ -1,0 +1,1 @@
+"""How good a prediction is: metrics, evaluation of files, transfer experiments."""
