@@ -9,8 +9,10 @@ voxels *are* the input's voxels, re-indexed), then undo the re-indexing. Without
 resampling the round trip is voxel-exact. The result carries the input's size,
 spacing, origin and direction unchanged, whatever the orientation or obliqueness
 of the input. Because the resampled grid keeps the oriented grid's direction,
-resampling is separable: three 1D passes in numpy (trilinear or nearest
-neighbour, with ITK's rules), fast and identical forward and backward.
+resampling is separable: three 1D passes (``data/resample.py``: trilinear or
+nearest neighbour, with ITK's rules), fast and identical forward and backward.
+``restore_*`` here are whole-volume references; predictions of full-size scans go
+through ``inference/restore_blocks.py``, which gives the same labels in bounded memory.
 
 Orientation follows nibabel/MONAI (``Orientationd``): the axis-to-anatomy matching
 is computed the way nibabel's ``io_orientation`` does it (closest rotation, then
@@ -25,57 +27,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
+from TransferSegLib.data.grid import Grid
 from TransferSegLib.data.recipe import IntensitySpec, Recipe
+from TransferSegLib.data.resample import resample_axes, resampled_grid
 
 # The letter an index axis gets when it runs along +/- each SimpleITK (LPS) physical axis.
 _LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
 _PHYSICAL_AXIS = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
-
-
-@dataclass
-class Grid:
-    """A voxel grid's geometry (SimpleITK conventions, LPS physical space), no voxels."""
-
-    size: Tuple[int, int, int]
-    spacing: Tuple[float, float, float]
-    origin: Tuple[float, float, float]
-    direction: Tuple[float, ...]
-
-    @classmethod
-    def of(cls, image: sitk.Image) -> "Grid":
-        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
-
-    def matrix(self) -> np.ndarray:
-        """Direction cosines as a 3x3 matrix whose columns are the index axes."""
-        return np.array(self.direction, float).reshape(3, 3)
-
-    def reference(self, pixel=sitk.sitkUInt8) -> sitk.Image:
-        """A one-voxel-type image with this geometry (a resampling target)."""
-        image = sitk.Image([int(s) for s in self.size], pixel)
-        self.stamp(image)
-        return image
-
-    def stamp(self, image: sitk.Image) -> sitk.Image:
-        """Give ``image`` exactly this geometry (same size assumed)."""
-        image.SetSpacing(self.spacing)
-        image.SetOrigin(self.origin)
-        image.SetDirection(self.direction)
-        return image
-
-    def image_from_xyz(self, array: np.ndarray) -> sitk.Image:
-        """An image on this grid from an ``(X, Y, Z)`` array."""
-        if tuple(array.shape) != tuple(self.size):
-            raise ValueError(f"array of shape {array.shape} does not fit a grid of size {self.size}")
-        return self.stamp(sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0)))))
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin),
-                "direction": list(self.direction)}
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Grid":
-        return cls(tuple(int(v) for v in data["size"]), tuple(float(v) for v in data["spacing"]),
-                   tuple(float(v) for v in data["origin"]), tuple(float(v) for v in data["direction"]))
 
 
 @dataclass
@@ -195,65 +153,6 @@ class PreprocessInfo:
                    Grid.from_dict(data["oriented"]))
 
 
-def resampled_grid(oriented: Grid, spacing: Optional[Tuple[float, float, float]]) -> Grid:
-    """The grid at ``spacing`` that MONAI's ``Spacing`` would produce.
-
-    The first voxel centre stays where it is and each axis gets
-    ``round((n - 1) * s / s' + 1)`` voxels, so a model exported as a MONAI
-    bundle sees the same voxels under ``monai.bundle run`` as under
-    ``transferseg predict``. The same spacing (to 1e-6 relative) keeps the grid
-    unchanged, so such recipes never interpolate.
-    """
-    if spacing is None or np.allclose(spacing, oriented.spacing, rtol=1e-6, atol=0.0):
-        return oriented
-    old_size = np.array(oriented.size, float)
-    old_spacing = np.array(oriented.spacing, float)
-    new_spacing = np.array(spacing, float)
-    new_size = np.maximum(1, np.round((old_size - 1) * old_spacing / new_spacing + 1)).astype(int)
-    return Grid(tuple(int(s) for s in new_size), tuple(float(s) for s in new_spacing),
-                tuple(float(o) for o in oriented.origin), oriented.direction)
-
-
-def _source_indices(source: Grid, target: Grid) -> List[np.ndarray]:
-    """Per axis, the continuous source index of every target voxel centre.
-
-    Both grids share their direction matrix (the resampled grid keeps the
-    oriented one), so the mapping is separable: one 1D affine map per axis.
-    """
-    offset = np.linalg.solve(source.matrix(), np.subtract(target.origin, source.origin, dtype=float))
-    return [(offset[t] + target.spacing[t] * np.arange(target.size[t])) / source.spacing[t] for t in range(3)]
-
-
-def _resample_axes(array: np.ndarray, source: Grid, target: Grid, linear: bool) -> np.ndarray:
-    """Resample the last three axes of ``array`` from ``source`` onto ``target``.
-
-    Trilinear (as ITK's linear interpolator) or nearest neighbour (halves round up,
-    as ITK), done as three 1D passes; target voxels beyond the source's outer voxel
-    centres take the edge value (the field of view's rim after rounding sizes).
-    """
-    lead = array.ndim - 3
-    indices = _source_indices(source, target)
-    # Shrinking axes first keeps the intermediate arrays small.
-    order = sorted(range(3), key=lambda t: target.size[t] / max(source.size[t], 1))
-    out = array
-    for t in order:
-        axis = lead + t
-        n = out.shape[axis]
-        where = np.clip(indices[t], 0.0, n - 1)
-        if not linear:
-            out = np.take(out, np.floor(where + 0.5).astype(np.intp), axis=axis)
-            continue
-        low = np.minimum(np.floor(where).astype(np.intp), max(n - 2, 0))
-        weight = (where - low).astype(np.float32)
-        shape = [1] * out.ndim
-        shape[axis] = -1
-        weight = weight.reshape(shape)
-        below = np.take(out, low, axis=axis)
-        above = np.take(out, np.minimum(low + 1, n - 1), axis=axis)
-        out = below + (above - below) * weight
-    return out
-
-
 def _crop_box(array: np.ndarray, recipe: Recipe, spacing) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
     shape = tuple(int(s) for s in array.shape)
     if not recipe.crop_foreground:
@@ -315,7 +214,7 @@ def preprocess_image(image: sitk.Image, recipe: Recipe) -> Tuple[np.ndarray, Pre
     target = resampled_grid(oriented, recipe.spacing)
     array = reorientation.apply(_xyz(image).astype(np.float32, copy=False))
     if target != oriented:
-        array = _resample_axes(array, oriented, target, linear=True)
+        array = resample_axes(array, oriented, target, linear=True)
     start, stop = _crop_box(array, recipe, target.spacing)
     info = PreprocessInfo(original, target, start, stop, reorientation, oriented)
     return np.ascontiguousarray(normalize_intensity(_crop(array, info), recipe.intensity)), info
@@ -330,7 +229,7 @@ def preprocess_labels(label: sitk.Image, info: PreprocessInfo) -> np.ndarray:
     # The label was checked to lie on the image's grid: its voxels are the image's voxels.
     array = info.reorientation.apply(_xyz(label))
     if info.was_resampled:
-        array = _resample_axes(array, info.oriented, info.resampled, linear=False)
+        array = resample_axes(array, info.oriented, info.resampled, linear=False)
     return np.ascontiguousarray(_crop(array, info))
 
 
@@ -362,7 +261,7 @@ def restore_probabilities(probs: np.ndarray, info: PreprocessInfo) -> np.ndarray
     background = [1.0] + [0.0] * (channels - 1)
     full = _uncrop(probs, info, background)
     if info.was_resampled:
-        full = _resample_axes(full, info.resampled, info.oriented, linear=True)
+        full = resample_axes(full, info.resampled, info.oriented, linear=True)
     return np.ascontiguousarray(info.reorientation.invert(full), dtype=np.float32)
 
 
@@ -380,5 +279,5 @@ def restore_label_array(labels: np.ndarray, info: PreprocessInfo) -> sitk.Image:
         raise ValueError("label values must lie in 0..255")
     full = _uncrop(labels.astype(np.uint8)[None], info, [0])[0]
     if info.was_resampled:
-        full = _resample_axes(full, info.resampled, info.oriented, linear=False)
+        full = resample_axes(full, info.resampled, info.oriented, linear=False)
     return info.original.image_from_xyz(info.reorientation.invert(full))
