@@ -152,7 +152,8 @@ def test_a_zoo_style_bundle_becomes_a_base_model_with_its_labels_recipe_and_weig
     base = import_bundle(root)
     assert base.labels == ["background", "kidney"] and base.modality == "CT" and base.license == "Apache-2.0"
     assert base.recipe.orientation == "LPS" and base.recipe.spacing == (1.5, 1.5, 2.0)
-    assert (base.recipe.intensity.kind, base.recipe.intensity.low, base.recipe.intensity.high) == ("window", -57, 164)
+    step, = base.recipe.intensity
+    assert (step.op, step.low, step.high, step.clamp) == ("window", -57, 164, True)
     assert base.patch_size == (64, 64, 48)
     state, report = load_state_dict(base.weights, base.key_map, build_network(base.network))
     assert len(report.loaded) == len(net.state_dict()) and not report.missing

@@ -99,7 +99,7 @@ def spec_from_args(args):
             recipe.spacing = tuple(args.spacing)
         intensity = parse_intensity(args.intensity)
         if intensity is not None:
-            recipe.intensity = intensity
+            recipe.intensity = intensity.steps()
     patch: Optional[Tuple[int, int, int]] = tuple(args.patch_size) if args.patch_size else None  # type: ignore[assignment]
     return FinetuneSpec(
         base=args.base, cases=cases, labels=names, strategy=args.strategy, output=str(Path(args.output).expanduser()),

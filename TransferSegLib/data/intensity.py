@@ -97,7 +97,7 @@ def apply_steps(array: np.ndarray, steps: Sequence[IntensityStep], whole: Option
     the same parameters so that those statistics see the values they would in the
     publisher's pipeline.
     """
-    single = array.ndim == 3
+    single = array.ndim != 4  # (X, Y, Z) or any array of one channel; (C, X, Y, Z) has channels
     out = np.array(array, dtype=np.float32, copy=True)
     out = out[None] if single else out
     last_whole = max((i for i, s in enumerate(steps) if s.stats == "image"), default=-1)
@@ -106,7 +106,7 @@ def apply_steps(array: np.ndarray, steps: Sequence[IntensityStep], whole: Option
         if whole is None:
             raise ValueError("a step takes its statistics from the whole image, but no whole image was given")
         full = np.array(whole, dtype=np.float32, copy=True)
-        full = full[None] if full.ndim == 3 else full
+        full = full[None] if single else full
     for index, step in enumerate(steps):
         for group in _groups(step, out.shape[0]):
             source = full[group] if step.stats == "image" and full is not None else out[group]

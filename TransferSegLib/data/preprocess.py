@@ -1,10 +1,14 @@
 """Preprocessing from a model's recipe, and its exact inverse for predictions.
 
 Forward (``preprocess_image``): reorient (a pure re-indexing of the voxels: axes
-permuted and reversed, physical positions unchanged), resample to the recipe's
-spacing keeping the field of view, crop to the body, normalize intensities.
+permuted and reversed, physical positions unchanged; none for ``stored``),
+resample to the recipe's spacing keeping the field of view, crop to the
+foreground, resize the box to a fixed shape if the recipe says so, apply the
+intensity steps (``data/steps.py``). A case with several channels (co-registered
+images on one grid) goes through the same geometry; the steps treat the channels
+as they say.
 
-Inverse (``restore_*``): un-crop, resample back onto the oriented grid (whose
+Inverse (``restore_*``): resize back to the box, un-crop, resample back onto the oriented grid (whose
 voxels *are* the input's voxels, re-indexed), then undo the re-indexing. Without
 resampling the round trip is voxel-exact. The result carries the input's size,
 spacing, origin and direction unchanged, whatever the orientation or obliqueness
@@ -21,14 +25,17 @@ also for oblique images. Arrays are ``(X, Y, Z)`` in ITK index order.
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
+from TransferSegLib.data.framing import crop_box, resized_spacing_and_shift
 from TransferSegLib.data.grid import Grid
+from TransferSegLib.data.intensity import apply_steps
 from TransferSegLib.data.recipe import IntensitySpec, Recipe
+from TransferSegLib.data.steps import IntensityStep
 from TransferSegLib.data.resample import resample_axes, resampled_grid
 
 # The letter an index axis gets when it runs along +/- each SimpleITK (LPS) physical axis.
@@ -107,7 +114,10 @@ def orientation_code(direction: Tuple[float, ...]) -> str:
 
 
 def reorientation_to(direction: Tuple[float, ...], code: str) -> Reorientation:
-    """The re-indexing that brings an image with ``direction`` to orientation ``code``."""
+    """The re-indexing that brings an image with ``direction`` to orientation ``code``
+    (none for ``stored``)."""
+    if code.lower() == "stored":
+        return Reorientation()
     assignment = _axis_assignment(direction)
     axes, flips = [], []
     for letter in code.upper():
@@ -122,7 +132,8 @@ def reorientation_to(direction: Tuple[float, ...], code: str) -> Reorientation:
 class PreprocessInfo:
     """What ``restore_*`` needs to bring a prediction back onto the input grid:
     the input's geometry, the re-indexing to the recipe's orientation, the grid the
-    network saw before cropping and the crop box (indices into that grid)."""
+    network saw before cropping, the crop box (indices into that grid) and, when
+    the recipe resizes, the grid of the resized box (what the network saw)."""
 
     original: Grid
     resampled: Grid
@@ -130,6 +141,7 @@ class PreprocessInfo:
     crop_stop: Tuple[int, int, int]
     reorientation: Reorientation
     oriented: Grid
+    resized: Optional[Grid] = None
 
     @property
     def was_resampled(self) -> bool:
@@ -139,55 +151,49 @@ class PreprocessInfo:
     def crop_shape(self) -> Tuple[int, int, int]:
         return tuple(int(e - s) for s, e in zip(self.crop_start, self.crop_stop))  # type: ignore[return-value]
 
+    @property
+    def network_shape(self) -> Tuple[int, int, int]:
+        """The spatial shape of the network's input array."""
+        return tuple(self.resized.size) if self.resized is not None else self.crop_shape  # type: ignore[return-value]
+
+    def cropped(self) -> Grid:
+        """The geometry of the crop box (a sub-grid of ``resampled``)."""
+        grid = self.resampled
+        corner = grid.matrix() @ (np.array(grid.spacing, float) * np.array(self.crop_start, float))
+        return Grid(self.crop_shape, grid.spacing, tuple(float(o) for o in np.add(grid.origin, corner)),
+                    grid.direction)
+
     def to_dict(self) -> Dict[str, Any]:
         return {"original": self.original.to_dict(), "oriented": self.oriented.to_dict(),
                 "resampled": self.resampled.to_dict(), "crop_start": list(self.crop_start),
                 "crop_stop": list(self.crop_stop), "axes": list(self.reorientation.axes),
-                "flips": list(self.reorientation.flips)}
+                "flips": list(self.reorientation.flips),
+                "resized": self.resized.to_dict() if self.resized is not None else None}
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "PreprocessInfo":
         return cls(Grid.from_dict(data["original"]), Grid.from_dict(data["resampled"]),
                    tuple(int(v) for v in data["crop_start"]), tuple(int(v) for v in data["crop_stop"]),
                    Reorientation(tuple(int(a) for a in data["axes"]), tuple(bool(f) for f in data["flips"])),
-                   Grid.from_dict(data["oriented"]))
+                   Grid.from_dict(data["oriented"]),
+                   Grid.from_dict(data["resized"]) if data.get("resized") else None)
 
 
-def _crop_box(array: np.ndarray, recipe: Recipe, spacing) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
-    shape = tuple(int(s) for s in array.shape)
-    if not recipe.crop_foreground:
-        return (0, 0, 0), shape  # type: ignore[return-value]
-    mask = array > recipe.crop_threshold
-    if not mask.any():
-        return (0, 0, 0), shape  # type: ignore[return-value]
-    margin = [int(np.ceil(recipe.crop_margin_mm / s)) for s in spacing]
-    start, stop = [], []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hits = np.nonzero(mask.any(axis=others))[0]
-        start.append(max(0, int(hits[0]) - margin[axis]))
-        stop.append(min(shape[axis], int(hits[-1]) + 1 + margin[axis]))
-    return tuple(start), tuple(stop)  # type: ignore[return-value]
+def resized_grid(box: Grid, shape: Optional[Tuple[int, int, int]]) -> Optional[Grid]:
+    """The grid of ``box`` resized to ``shape`` voxels over the same physical box
+    (``align_corners=False``), or ``None`` when there is nothing to resize."""
+    if shape is None or tuple(shape) == tuple(box.size):
+        return None
+    spacing, shift = resized_spacing_and_shift(box.size, box.spacing, shape)
+    origin = np.add(box.origin, box.matrix() @ shift)
+    return Grid(tuple(int(s) for s in shape), spacing, tuple(float(o) for o in origin), box.direction)  # type: ignore
 
 
-def normalize_intensity(array: np.ndarray, spec: IntensitySpec) -> np.ndarray:
-    """Intensity normalization of a float array of any shape (float32 out)."""
-    array = np.asarray(array, np.float32)
-    if spec.kind == "none":
-        return array.copy()
-    if spec.kind == "window":
-        scaled = (np.clip(array, spec.low, spec.high) - spec.low) / (spec.high - spec.low)
-        return (scaled * (spec.out_max - spec.out_min) + spec.out_min).astype(np.float32)
-    inside = array != 0 if spec.nonzero else None
-    values = array[inside] if inside is not None else array
-    if values.size == 0:
-        return array.copy()
-    mean = float(values.mean(dtype=np.float64))
-    std = float(values.std(dtype=np.float64))
-    out = (array - mean) / max(std, 1e-8)
-    if inside is not None:
-        out = np.where(inside, out, 0.0)
-    return out.astype(np.float32)
+def normalize_intensity(array: np.ndarray, steps: Union[IntensitySpec, Sequence[IntensityStep]]) -> np.ndarray:
+    """Intensity steps (or an old-style ``IntensitySpec``) on a float array (float32 out)."""
+    if isinstance(steps, IntensitySpec):
+        steps = steps.steps()
+    return apply_steps(np.asarray(array, np.float32), list(steps))
 
 
 def _xyz(image: sitk.Image) -> np.ndarray:
@@ -199,30 +205,56 @@ def _crop(array: np.ndarray, info: PreprocessInfo) -> np.ndarray:
     return array[..., s[0]:e[0], s[1]:e[1], s[2]:e[2]]
 
 
-def preprocess_image(image: sitk.Image, recipe: Recipe) -> Tuple[np.ndarray, PreprocessInfo]:
-    """The network's input ``(X, Y, Z)`` float32 array and how to invert its geometry.
+def _channel_images(image: Union[sitk.Image, Sequence[sitk.Image]]) -> Tuple[Grid, List[sitk.Image]]:
+    """The images of a case's channels, checked to be 3D scalars on one grid."""
+    images = [image] if isinstance(image, sitk.Image) else list(image)
+    if not images:
+        raise CaseError("Preprocessing got no image.")
+    for index, channel in enumerate(images):
+        if channel.GetDimension() != 3 or channel.GetNumberOfComponentsPerPixel() != 1:
+            raise CaseError(f"Preprocessing needs 3D single-component images, but channel {index} has size "
+                            f"{channel.GetSize()} with {channel.GetNumberOfComponentsPerPixel()} component(s).")
+    grid = Grid.of(images[0])
+    for index, channel in enumerate(images[1:], start=1):
+        other = Grid.of(channel)
+        same = (other.size == grid.size and np.allclose(other.spacing, grid.spacing, rtol=1e-4, atol=1e-6)
+                and np.allclose(other.direction, grid.direction, atol=1e-4)
+                and np.allclose(other.origin, grid.origin, atol=1e-3 * max(grid.spacing)))
+        if not same:
+            raise CaseError(f"Channel {index} is not on channel 0's grid (size {other.size} vs {grid.size}, spacing "
+                            f"{other.spacing} vs {grid.spacing}, origin {other.origin} vs {grid.origin}): the channels "
+                            f"of a case must be co-registered images on one grid; resample them first.")
+    return grid, images
+
+
+def preprocess_image(image: Union[sitk.Image, Sequence[sitk.Image]], recipe: Recipe) -> Tuple[np.ndarray, PreprocessInfo]:
+    """The network's input and how to invert its geometry: ``(X, Y, Z)`` float32 for
+    one image, ``(C, X, Y, Z)`` for a list of channel images on one grid.
 
     Linear interpolation when the recipe's spacing differs from the image's; the
-    crop threshold applies to raw values (HU), before normalization.
+    crop selects on raw values (HU), before the intensity steps.
     """
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(f"Preprocessing needs a 3D single-channel image, got size {image.GetSize()} "
-                        f"with {image.GetNumberOfComponentsPerPixel()} component(s).")
-    original = Grid.of(image)
+    original, images = _channel_images(image)
     reorientation = reorientation_to(original.direction, recipe.orientation)
     oriented = reorientation.grid(original)
     target = resampled_grid(oriented, recipe.spacing)
-    array = reorientation.apply(_xyz(image).astype(np.float32, copy=False))
+    array = np.stack([reorientation.apply(_xyz(c).astype(np.float32, copy=False)) for c in images])
     if target != oriented:
         array = resample_axes(array, oriented, target, linear=True)
-    start, stop = _crop_box(array, recipe, target.spacing)
+    start, stop = crop_box(array, recipe, target.spacing)
     info = PreprocessInfo(original, target, start, stop, reorientation, oriented)
-    return np.ascontiguousarray(normalize_intensity(_crop(array, info), recipe.intensity)), info
+    info.resized = resized_grid(info.cropped(), recipe.resize)
+    cropped = _crop(array, info)
+    if info.resized is not None:
+        cropped = resample_axes(cropped, info.cropped(), info.resized, linear=recipe.resize_mode == "linear")
+    whole = array if any(s.stats == "image" for s in recipe.intensity) else None
+    out = apply_steps(cropped, recipe.intensity, whole=whole)
+    return np.ascontiguousarray(out[0] if isinstance(image, sitk.Image) else out), info
 
 
 def preprocess_labels(label: sitk.Image, info: PreprocessInfo) -> np.ndarray:
     """A labelmap (or region mask) on the image's original grid → the network's
-    (cropped) grid by nearest neighbour; integer ``(X, Y, Z)`` of the label's type."""
+    (cropped, resized) grid by nearest neighbour; integer ``(X, Y, Z)`` of the label's type."""
     if tuple(label.GetSize()) != tuple(info.original.size) or label.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"A labelmap of size {label.GetSize()} is not on its image's grid (size {info.original.size}): "
                         f"export the segmentation with the image as reference geometry.")
@@ -230,7 +262,20 @@ def preprocess_labels(label: sitk.Image, info: PreprocessInfo) -> np.ndarray:
     array = info.reorientation.apply(_xyz(label))
     if info.was_resampled:
         array = resample_axes(array, info.oriented, info.resampled, linear=False)
-    return np.ascontiguousarray(_crop(array, info))
+    array = _crop(array, info)
+    if info.resized is not None:
+        array = resample_axes(array, info.cropped(), info.resized, linear=False)
+    return np.ascontiguousarray(array)
+
+
+def _unresize(values: np.ndarray, info: PreprocessInfo, linear: bool) -> np.ndarray:
+    """``(C, ...)`` values on the network's grid → the crop box's grid."""
+    if info.resized is None:
+        return values
+    if tuple(values.shape[1:]) != tuple(info.resized.size):
+        raise ValueError(f"predicted array of spatial shape {values.shape[1:]} does not match the preprocessed "
+                         f"shape {info.resized.size}")
+    return resample_axes(values, info.resized, info.cropped(), linear=linear)
 
 
 def _uncrop(values: np.ndarray, info: PreprocessInfo, background) -> np.ndarray:
@@ -259,7 +304,7 @@ def restore_probabilities(probs: np.ndarray, info: PreprocessInfo) -> np.ndarray
         raise ValueError(f"probabilities must be (C, X, Y, Z), got shape {probs.shape}")
     channels = probs.shape[0]
     background = [1.0] + [0.0] * (channels - 1)
-    full = _uncrop(probs, info, background)
+    full = _uncrop(_unresize(probs, info, linear=True), info, background)
     if info.was_resampled:
         full = resample_axes(full, info.resampled, info.oriented, linear=True)
     return np.ascontiguousarray(info.reorientation.invert(full), dtype=np.float32)
@@ -277,7 +322,7 @@ def restore_label_array(labels: np.ndarray, info: PreprocessInfo) -> sitk.Image:
     labels = np.asarray(labels)
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
         raise ValueError("label values must lie in 0..255")
-    full = _uncrop(labels.astype(np.uint8)[None], info, [0])[0]
+    full = _uncrop(_unresize(labels.astype(np.uint8)[None], info, linear=False), info, [0])[0]
     if info.was_resampled:
         full = resample_axes(full, info.resampled, info.oriented, linear=False)
     return info.original.image_from_xyz(info.reorientation.invert(full))

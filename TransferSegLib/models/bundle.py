@@ -26,7 +26,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from TransferSegLib.models.base_model import BaseModel, KeyMap, load_model_dir
 from TransferSegLib.errors import ModelError
 from TransferSegLib.training.networks import NetworkSpec
-from TransferSegLib.data.recipe import IntensitySpec, Recipe
+from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.data.steps import IntensityStep, describe
+from TransferSegLib.models.bundle_steps import (INTENSITY_TRANSFORMS, padding_value, steps_of_transform,
+                                                transforms_of_step)
 
 #: Arguments that older MONAI networks took and current ones refuse; they carry no weights.
 _REMOVED_ARGS = {"SwinUNETR": ("img_size",)}
@@ -167,7 +170,8 @@ def _transform_list(config: Dict[str, Any], where: Path) -> List[Dict[str, Any]]
 
 def _recipe(config: Dict[str, Any], where: Path) -> Tuple[Recipe, List[str]]:
     """The recipe a bundle's preprocessing amounts to, and what could not be carried over."""
-    orientation, spacing, intensity, notes = None, None, IntensitySpec(kind="none"), []
+    orientation, spacing, notes = None, None, []
+    steps: List[IntensityStep] = []
     crop: Dict[str, Any] = {"crop_foreground": False}  # the publisher's recipe, nothing added
     for transform in _transform_list(config, where):
         kind = str(transform.get("_target_", "")).rsplit(".", 1)[-1]
@@ -180,20 +184,14 @@ def _recipe(config: Dict[str, Any], where: Path) -> Tuple[Recipe, List[str]]:
         elif kind in ("Spacingd", "Spacing"):
             pixdim = field("pixdim")
             spacing = [float(pixdim)] * 3 if isinstance(pixdim, (int, float)) else [float(v) for v in pixdim][:3]
-        elif kind in ("ScaleIntensityRanged", "ScaleIntensityRange"):
-            b_min, b_max = field("b_min"), field("b_max")
-            intensity = IntensitySpec(kind="window", low=field("a_min", 0.0), high=field("a_max", 1.0),
-                                      out_min=0.0 if b_min is None else b_min, out_max=1.0 if b_max is None else b_max)
-        elif kind in ("NormalizeIntensityd", "NormalizeIntensity"):
-            intensity = IntensitySpec(kind="zscore", nonzero=bool(field("nonzero", False)))
+        elif kind in INTENSITY_TRANSFORMS:
+            steps.extend(steps_of_transform(kind, field, notes))
         elif kind in ("CropForegroundd", "CropForeground"):
             crop = _crop(transform.get("select_fn"), field("margin", 0), spacing, kind, notes)
         elif kind not in ("LoadImaged", "EnsureChannelFirstd", "EnsureTyped", "EnsureType", "ToTensord",
                           "CastToTyped", "Identityd", "AddChanneld"):
             notes.append(f"the bundle's {kind} has no counterpart in TransferSeg's recipe")
-    if orientation is None:
-        notes.append("the bundle does not reorient images; the recipe uses RAS")
-    return Recipe(orientation=orientation or "RAS", spacing=spacing, intensity=intensity, **crop), notes
+    return Recipe(orientation=orientation or "stored", spacing=spacing, intensity=steps, **crop), notes
 
 
 def _crop(select_fn: Any, margin: Any, spacing: Optional[List[float]], kind: str, notes: List[str]) -> Dict[str, Any]:
@@ -295,32 +293,30 @@ def import_bundle(path: Path, cache_root: Optional[Path] = None) -> BaseModel:
 # Export
 
 
-def _intensity_transform(spec: IntensitySpec) -> Optional[Dict[str, Any]]:
-    if spec.kind == "window":
-        return {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": spec.low, "a_max": spec.high,
-                "b_min": spec.out_min, "b_max": spec.out_max, "clip": True}
-    if spec.kind == "zscore":
-        return {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": spec.nonzero}
-    return None
-
-
 def _preprocessing(recipe: Recipe) -> List[Dict[str, Any]]:
     transforms: List[Dict[str, Any]] = [
         {"_target_": "LoadImaged", "keys": "image", "image_only": True},
         {"_target_": "EnsureChannelFirstd", "keys": "image"},
-        {"_target_": "Orientationd", "keys": "image", "axcodes": recipe.orientation},
     ]
+    if recipe.reorients:
+        transforms.append({"_target_": "Orientationd", "keys": "image", "axcodes": recipe.orientation})
     if recipe.spacing is not None:
         transforms.append({"_target_": "Spacingd", "keys": "image", "pixdim": list(recipe.spacing), "mode": "bilinear"})
+    if recipe.crop_foreground and recipe.crop_select != "above":
+        raise ModelError(f"Cannot export the recipe's '{recipe.crop_select}' foreground crop as a MONAI transform.")
+    if recipe.crop_foreground and recipe.crop_margin_fraction:
+        raise ModelError("Cannot export a foreground crop with a margin fraction as a MONAI transform.")
     if recipe.crop_foreground:
         spacing = recipe.spacing or (1.0, 1.0, 1.0)
         margin = [int(-(-recipe.crop_margin_mm // s)) for s in spacing]
         transforms.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image",
                            "select_fn": f"$lambda x: x > {recipe.crop_threshold!r}", "margin": margin,
                            "allow_smaller": True})
-    intensity = _intensity_transform(recipe.intensity)
-    if intensity is not None:
-        transforms.append(intensity)
+    if recipe.resize is not None:
+        transforms.append({"_target_": "Resized", "keys": "image", "spatial_size": list(recipe.resize),
+                           "mode": "trilinear" if recipe.resize_mode == "linear" else "nearest-exact"})
+    for step in recipe.intensity:
+        transforms.extend(transforms_of_step(step))
     return transforms
 
 
@@ -328,7 +324,7 @@ def inference_config(info: BaseModel, overlap: float = 0.5) -> Dict[str, Any]:
     """``configs/inference.json`` for a model: MONAI transforms only, runnable with
     ``python -m monai.bundle run --config_file configs/inference.json --image IMAGE``."""
     # Sliding-window padding value: what the image's minimum maps to (TransferSeg pads with the image minimum).
-    cval = info.recipe.intensity.out_min if info.recipe.intensity.kind == "window" else 0.0
+    cval = padding_value(info.recipe)
     return {
         "imports": ["$import torch", "$import numpy"],
         "bundle_root": ".",
@@ -424,7 +420,7 @@ def _readme(info: BaseModel, meta: Dict[str, Any]) -> str:
         "## Labels", "", *[f"- {i}: {name}" for i, name in enumerate(info.labels)], "",
         "## Preprocessing", "",
         f"- orientation {recipe.orientation}; spacing {list(recipe.spacing) if recipe.spacing else 'unchanged'} mm",
-        f"- intensity: {recipe.intensity.kind} {recipe.intensity.to_dict()}",
+        f"- intensity: {describe(recipe.intensity)}",
         f"- sliding window {list(info.patch_size)}, gaussian blending, overlap 0.5; softmax, argmax, back to the "
         f"input grid", "",
         "## Run", "",
