@@ -140,6 +140,8 @@ def patch_multiple(spec: NetworkSpec) -> Tuple[int, int, int]:
         return (32, 32, 32)
     if name == "BasicUNet":
         return (16, 16, 16)
+    if name == "MedicalNetUNet":
+        return (8, 8, 8)
     return (16, 16, 16)
 
 
@@ -176,6 +178,9 @@ def _has_prefix(name: str, prefix: str) -> bool:
 def network_parts(model: nn.Module) -> NetworkParts:
     """Where the encoder, decoder, last block and head of ``model`` are."""
     name = type(model).__name__
+    declared = getattr(model, "part_prefixes", None)
+    if callable(declared):  # TransferSeg's own networks say where their parts are
+        return NetworkParts(**declared())
     if name == "DynUNet":
         n_up = len(model.upsamples)
         return NetworkParts(
