@@ -63,7 +63,7 @@ def test_pairs_of_seg_nrrd_take_names_from_the_file_and_select_by_name():
     everything = cases_from_pairs([image], [label], None)[0]
     assert everything.label_names[5] == "right lung" and everything.annotated is None
     lungs = cases_from_pairs([image], [label], ["Right Lung", "left lung"])[0]
-    assert lungs.annotated == ["Right Lung", "left lung"]
+    assert lungs.label_names == {5: "Right Lung", 6: "left lung"} and lungs.unselected == "background"
 
 
 def test_selecting_a_segment_the_file_lacks_is_refused_listing_its_segments():
@@ -144,7 +144,7 @@ def test_manifest_entries_naming_missing_files_are_refused_naming_the_entry(tmp_
 
 @pytest.mark.parametrize("change, words", [
     ({"labels": {}}, "labels"),
-    ({"labels": {"background": 0, "tumor": [1, 2]}}, "region-based"),
+    ({"labels": {"background": 0, "tumor": [1, 2], "core": [2]}}, "overlapping regions"),
     ({"numTraining": 5}, "numTraining=5"),
     ({"channel_names": {"0": "T1", "1": "T2"}}, "2 input channels"),
 ])

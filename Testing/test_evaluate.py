@@ -162,3 +162,54 @@ def test_table_lists_every_class_with_aligned_columns(tmp_path):
     # Columns align: the Dice header ends where each Dice value ends.
     end = lines[0].index("Dice") + len("Dice")
     assert all(line[end - 6:end].strip() for line in lines[2:])
+
+
+# --- real sample files: selections, equivalent grids, resampling ---------------------------------------
+
+TS = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "TotalSegmentator"
+
+
+@pytest.fixture(scope="module")
+def dicom_prediction(tmp_path_factory):
+    """TotalSegmentator's DICOM reference written on the DICOM series' own grid (what 'predict' writes)."""
+    from TransferSegLib.data.imageio import read_image
+
+    series = read_image(str(TS / "example_ct_dicom"))
+    reference = sitk.ReadImage(str(TS / "example_seg_dicom.nii.gz"))
+    on_series = sitk.Resample(reference, series, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    path = tmp_path_factory.mktemp("dicom") / "prediction.nii.gz"
+    sitk.WriteImage(on_series, str(path), useCompression=True)
+    return str(path)
+
+
+def test_an_equivalent_grid_is_reindexed_exactly_and_said(dicom_prediction, capsys):
+    from TransferSegLib.cli import main
+
+    assert main(["evaluate", "--prediction", dicom_prediction, "--reference", str(TS / "example_seg_dicom.nii.gz"),
+                 "--labels", "liver=5,spleen=1", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [c["dice"] for c in report["cases"][0]["classes"]] == [1.0, 1.0]
+    assert "note:" in captured.err and "flipped" in captured.err and "re-indexed exactly" in captured.err
+
+
+def test_names_from_a_label_file_select_classes_of_plain_labelmaps(dicom_prediction):
+    metrics = evaluate_files(dicom_prediction, str(TS / "example_seg_dicom.nii.gz"), labels="liver,stomach_pancreas=6+7",
+                             names_file=f"{TS / 'label_names.json'}:total")
+    assert [c.label for c in metrics.classes] == ["liver", "stomach_pancreas"]
+    assert all(c.dice == 1.0 and c.ref_voxels > 0 for c in metrics.classes)
+
+
+def test_a_real_grid_mismatch_needs_resample(tmp_path, dicom_prediction):
+    reference = sitk.ReadImage(str(TS / "example_seg_dicom.nii.gz"))
+    coarse = sitk.Resample(reference, [256, 256, 20], sitk.Transform(), sitk.sitkNearestNeighbor,
+                           reference.GetOrigin(), [s * f for s, f in zip(reference.GetSpacing(), (2, 2, 1))],
+                           reference.GetDirection(), 0)
+    path = str(tmp_path / "coarse_reference.nii.gz")
+    sitk.WriteImage(coarse, path)
+    with pytest.raises(CaseError, match="not on the same grid.*--resample"):
+        evaluate_files(dicom_prediction, path, labels="liver=5")
+    notes = []
+    metrics = evaluate_files(dicom_prediction, path, labels="liver=5", resample=True, notes=notes)
+    assert notes and "resampled onto the prediction's grid" in notes[0]
+    assert 0.95 < metrics.classes[0].dice < 1.0  # the same liver, blocky at half the resolution

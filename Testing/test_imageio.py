@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
 from TransferSegLib.data.imageio import (
-    align_to_image, check_same_grid, read_image, read_label_names, read_labelmap, read_segment_names,
+    align_to_image, check_same_grid, read_image, read_labelmap, read_segment_names,
     write_labelmap,
 )
 from TransferSegLib.names import label_color
@@ -257,17 +257,11 @@ def test_a_segmentation_reaching_outside_the_image_is_refused(tmp_path):
         read_labelmap(path, reference=reference)
 
 
-def test_plain_labelmaps_have_no_names_unless_a_sidecar_gives_them(tmp_path):
+def test_plain_labelmaps_have_no_names(tmp_path):
+    """Names of plain labelmaps come from a names file: Testing/test_label_selection.py."""
     path = _write(_image(_labels()), tmp_path / "seg.nii.gz")
     label = read_labelmap(path)
     assert label.names == {} and label.image.GetPixelID() == sitk.sitkUInt8
-    (tmp_path / "names.json").write_text(json.dumps({"0": "background", "1": "liver", "3": "spleen"}))
-    assert read_labelmap(path, names_file=str(tmp_path / "names.json")).names == {1: "liver", 3: "spleen"}
-    (tmp_path / "nnunet.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1}}))
-    assert read_label_names(str(tmp_path / "nnunet.json"))[0] == {1: "liver"}
-    (tmp_path / "colors.ctbl").write_text("# Color table\n0 Background 0 0 0 0\n1 liver 255 0 0 255\n3 spleen 0 0 255 255\n")
-    names, colors = read_label_names(str(tmp_path / "colors.ctbl"))
-    assert names == {1: "liver", 3: "spleen"} and colors[1] == (1.0, 0.0, 0.0)
 
 
 def test_label_values_above_255_are_kept(tmp_path):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from TransferSegLib.errors import CaseError, TransferSegError
+from TransferSegLib.errors import CaseError, JobError, TransferSegError
 from TransferSegLib.jobs.lock import DeviceBusy
 from TransferSegLib.jobs.worker import (JobReporter, StopRequest, describe_failure, is_out_of_memory,
                                         run_with_memory_retries, smaller_settings)
@@ -67,9 +67,12 @@ def test_other_errors_and_exhausted_retries_are_not_retried():
 
 def test_errors_become_events_a_user_can_act_on():
     case = describe_failure(CaseError("Labelmap 'x.nii.gz' is empty"))
-    assert case["type"] == "CaseError" and "x.nii.gz" in case["message"] and case["hint"] and "traceback" not in case
-    busy = describe_failure(DeviceBusy("busy"))
-    assert busy["type"] == "DeviceBusy" and "another device" in busy["hint"]
+    # The message says what to do; no generic hint is appended to it.
+    assert case["type"] == "CaseError" and "x.nii.gz" in case["message"] and case["hint"] == "" and "traceback" not in case
+    busy = describe_failure(DeviceBusy("busy: choose another device"))
+    assert busy["type"] == "DeviceBusy" and busy["hint"] == ""
+    spec_error = describe_failure(JobError("spec.json 'train': unknown setting"))
+    assert "Correct spec.json" in spec_error["hint"] and describe_failure(JobError("The job is running"))["hint"] == ""
     missing = describe_failure(ModuleNotFoundError("No module named 'monai'", name="monai"))
     assert missing["type"] == "ModuleNotFoundError" and "Python that runs the worker" in missing["hint"]
     try:

@@ -1,14 +1,18 @@
 """The ``transferseg`` command line.
 
 Each subcommand lives in ``commands/<name>.py`` with ``add_parser(subparsers)``
-and ``run(args) -> int``. Expected errors (``TransferSegError``) print their
-message and exit non-zero; only unexpected ones show a traceback.
+and ``run(args) -> int``; its parser carries help text for every option and an
+example in its epilog (``Testing/test_cli_help.py`` walks them all). Expected
+errors (``TransferSegError``) print their message and exit non-zero; only
+unexpected ones show a traceback. Python warnings reach the terminal as one
+``warning: ...`` line each.
 """
 
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+import warnings
+from typing import Iterator, List, Optional, Tuple
 
 from TransferSegLib import __version__
 from TransferSegLib.errors import TransferSegError
@@ -16,16 +20,49 @@ from TransferSegLib.errors import TransferSegError
 # Subcommand modules in the order ``--help`` lists them; a module that is not
 # present (an optional part) is skipped rather than breaking the whole CLI.
 COMMAND_MODULES = (
-    "models", "pretrain", "finetune", "predict", "evaluate", "experiment", "demo", "jobs",
+    "models", "pretrain", "finetune", "predict", "evaluate", "experiment", "demo", "jobs", "cache",
 )
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's example lines as written and shows each option's default.
+
+    Like ``ArgumentDefaultsHelpFormatter``, but a default that says nothing (None,
+    False, an empty list or string) is left out instead of printed as "None": those
+    options say in their help what happens without them.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        quiet = action.default is None or action.default is False or action.default in ("", [])
+        if quiet or isinstance(action, argparse._StoreConstAction):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def iter_parsers(parser: argparse.ArgumentParser, path: Tuple[str, ...] = ()
+                 ) -> Iterator[Tuple[Tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser under ``parser`` with the words that reach it (``("models", "show")``), itself first."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen = set()
+            for name, child in action.choices.items():
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    yield from iter_parsers(child, path + (name,))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transferseg",
         description="Fine-tune pretrained 3D segmentation models on a few annotated cases.",
+        epilog="example:\n  transferseg demo\n\n'transferseg COMMAND --help' shows a command's options and an example.",
     )
-    parser.add_argument("--version", action="version", version=f"transferseg {__version__}")
+    parser.add_argument("--version", action="version", version=f"transferseg {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -35,7 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(sub)
+    for _path, each in iter_parsers(parser):
+        each.formatter_class = HelpFormatter
     return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warning: <message>`` on stderr: no source path, no code line, no category name."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr, flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -44,6 +89,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except TransferSegError as exc:
@@ -52,6 +99,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -97,7 +97,9 @@ class ProgressPrinter:
                        f"{len(fields.get('cases', []))} case(s), labels {', '.join(fields.get('labels', [])[1:])}, "
                        f"strategy {fields.get('strategy')}, base {fields.get('base')}")
         elif kind == "warning":
-            self._line(f"warning: {fields.get('message')}")
+            self._line(f"warning: {' '.join(str(fields.get('message')).split())}")
+        elif kind == "info":
+            self._line(str(fields.get("message")))
         elif kind == "error":
             text = f"error: {fields.get('message')}"
             if fields.get("hint"):

@@ -11,15 +11,16 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="fine-tune the default model on the sample data and score a held-out CT")
+    p = sub.add_parser("demo", help="fine-tune the default model on the sample data and score a held-out CT",
+                       epilog="example:\n  transferseg demo --output transferseg-demo --time-budget 120")
     p.add_argument("--output", default="transferseg-demo", help="folder for the model and the prediction")
-    p.add_argument("--base", default="default", help="base model (default: the shipped one)")
+    p.add_argument("--base", default="default", help="base model to fine-tune ('default': the shipped one)")
     p.add_argument("--strategy", default="full",
-                   help="default full: it transferred best from the small shipped base model (docs/results.md)")
+                   help="what to train; full transferred best from the small shipped base model (docs/results.md)")
     p.add_argument("--time-budget", type=float, default=120.0, help="fine-tuning budget in seconds")
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, default=None, help="train this many iterations instead of a budget")
+    p.add_argument("--device", default="auto", help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed: same run)")
     p.set_defaults(func=run)
 
 

@@ -13,27 +13,34 @@ _LAUNCH_OPTIONS = ("func", "job_dir", "detach", "command")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("experiment", help="data-efficiency experiment: strategies vs scratch across training-set sizes")
-    p.add_argument("--name", default="experiment")
+    p = sub.add_parser("experiment", help="data-efficiency experiment: strategies vs scratch across training-set sizes",
+                       epilog="example:\n  transferseg experiment --sample-data --leave-one-out --labels liver "
+                              "--sizes 1 --repeats 1 --output runs/liver")
+    p.add_argument("--name", default="experiment", help="the experiment's name in its report")
     p.add_argument("--dataset", help="dataset.json: its training cases form the pool")
     p.add_argument("--test-image", action="append", default=[], help="held-out test image (with --test-label)")
-    p.add_argument("--test-label", action="append", default=[])
+    p.add_argument("--test-label", action="append", default=[], help="held-out test labelmap (with --test-image)")
     p.add_argument("--sample-data", action="store_true", help="use the shipped sample CTs as the pool")
     p.add_argument("--add-case", nargs=3, action="append", default=[], metavar=("IMAGE", "LABEL", "NAMES"),
-                   help="add a case to the pool; NAMES names label values 1..N (e.g. liver,tumor)")
+                   help="add a case to the pool; NAMES selects its classes like --labels (liver,tumor or liver=1+2)")
     p.add_argument("--leave-one-out", action="store_true", help="each pool case is the test case once")
-    p.add_argument("--labels", required=True, help="target classes NAME[,NAME]")
-    p.add_argument("--base", default="default")
-    p.add_argument("--strategies", default="scratch,full,decoder,last-layers,staged")
-    p.add_argument("--sizes", default="1,2,3,5,10")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--labels", required=True, metavar="CLASSES",
+                   help="target classes NAME[,NAME]; for --test-label files also NAME=VALUE and merges NAME=V1+V2")
+    p.add_argument("--label-names", metavar="FILE",
+                   help="file naming the values of the plain labelmaps of --add-case and --test-label (see finetune)")
+    p.add_argument("--base", default="default", help="base model every transfer strategy starts from")
+    p.add_argument("--strategies", default="scratch,full,decoder,last-layers,staged",
+                   help="strategies to compare, comma-separated")
+    p.add_argument("--sizes", default="1,2,3,5,10", help="training-set sizes, comma-separated")
+    p.add_argument("--repeats", type=int, default=3, help="random draws of the training cases per size")
     p.add_argument("--time-budget", type=float, default=60.0, help="seconds per run")
     p.add_argument("--iterations", type=int, default=None, help="iterations per run (instead of a time budget)")
-    p.add_argument("--patch-size", type=int, nargs=3, default=None)
-    p.add_argument("--val-every", type=int, default=1000000, help="validation period (default: only at the end)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", required=True)
+    p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="patch size in voxels (without it: the base model's)")
+    p.add_argument("--val-every", type=int, default=1000000, help="validation period (the default: only at the end)")
+    p.add_argument("--device", default="auto", help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the draws and the runs")
+    p.add_argument("--output", required=True, help="folder for the runs and report.md")
     p.add_argument("--job-dir", help="run as a background job in this folder (progress, cancel, resume)")
     p.add_argument("--detach", action="store_true", help="with --job-dir: start the job and return at once")
     p.set_defaults(func=run)
@@ -93,7 +100,9 @@ def build_spec(args):
     from TransferSegLib.evaluation.experiment import ExperimentSpec
     from TransferSegLib.training.train import TrainConfig
 
-    labels = _split(args.labels)
+    from TransferSegLib.data.label_selection import parse_labels
+
+    labels = parse_labels(args.labels).names
     pool = []
     if args.dataset:
         pool.extend(cases_from_manifest(args.dataset)[0])
@@ -101,10 +110,11 @@ def build_spec(args):
         from TransferSegLib.data.sample_data import sample_cases
 
         pool.extend(sample_cases()[k] for k in ("ts_ct", "ts_dicom"))
+    names_file = getattr(args, "label_names", None)
     for image, label, names in args.add_case:
-        case = cases_from_pairs([image], [label], _split(names))[0]
+        case = cases_from_pairs([image], [label], names, names_file=names_file)[0]
         pool.append(case)
-    tests = cases_from_pairs(args.test_image, args.test_label, labels) if args.test_image else []
+    tests = cases_from_pairs(args.test_image, args.test_label, args.labels, names_file=names_file) if args.test_image else []
     if not pool:
         raise CaseError("No cases: give --dataset, --sample-data or --add-case.")
     folds = None

@@ -11,33 +11,49 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("job", help="follow, cancel, resume or list background jobs")
+    p = sub.add_parser("job", help="follow, cancel, resume, list or clean background jobs",
+                       epilog="example:\n  transferseg job list\n  transferseg job clean --older-than 7")
     jobs = p.add_subparsers(dest="job_command", metavar="ACTION")
 
-    status = jobs.add_parser("status", help="state, progress and result of a job")
-    status.add_argument("job_dir")
+    status = jobs.add_parser("status", help="state, progress and result of a job",
+                             epilog="example:\n  transferseg job status ~/.transferseg/jobs/20260101-120000-ab12cd")
+    status.add_argument("job_dir", help="the job's folder (printed when the job started; 'transferseg job list')")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=run_status)
 
-    watch = jobs.add_parser("watch", help="show a job's progress until it ends (Ctrl-C stops watching, not the job)")
-    watch.add_argument("job_dir")
+    watch = jobs.add_parser("watch", help="show a job's progress until it ends (Ctrl-C stops watching, not the job)",
+                            epilog="example:\n  transferseg job watch jobs/liver")
+    watch.add_argument("job_dir", help="the job's folder")
     watch.set_defaults(func=run_watch)
 
-    cancel = jobs.add_parser("cancel", help="stop a job at its next iteration, keeping a checkpoint")
-    cancel.add_argument("job_dir")
+    cancel = jobs.add_parser("cancel", help="stop a job at its next iteration, keeping a checkpoint",
+                             epilog="example:\n  transferseg job cancel jobs/liver")
+    cancel.add_argument("job_dir", help="the job's folder")
     cancel.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for the checkpoint before killing the worker (default 120)")
+                        help="seconds to wait for the checkpoint before killing the worker")
     cancel.set_defaults(func=run_cancel)
 
-    resume = jobs.add_parser("resume", help="continue a cancelled or failed job from its last checkpoint")
-    resume.add_argument("job_dir")
+    resume = jobs.add_parser("resume", help="continue a cancelled or failed job from its last checkpoint",
+                             epilog="example:\n  transferseg job resume jobs/liver")
+    resume.add_argument("job_dir", help="the job's folder")
     resume.add_argument("--detach", action="store_true", help="return at once instead of showing progress")
     resume.set_defaults(func=run_resume)
 
-    listing = jobs.add_parser("list", help="list jobs (default folder: ~/.transferseg/jobs)")
-    listing.add_argument("--root", help="folder holding job folders")
-    listing.add_argument("--json", action="store_true")
+    listing = jobs.add_parser("list", help="list jobs with their state, progress and result",
+                              epilog="example:\n  transferseg job list --root jobs")
+    listing.add_argument("--root", help="folder holding job folders (without it: ~/.transferseg/jobs)")
+    listing.add_argument("--json", action="store_true", help="print the jobs as JSON")
     listing.set_defaults(func=run_list)
+
+    clean = jobs.add_parser("clean", help="remove the folders of ended jobs (finished, failed, cancelled)",
+                            epilog="example:\n  transferseg job clean --older-than 7 --dry-run")
+    clean.add_argument("--root", help="folder holding job folders (without it: ~/.transferseg/jobs)")
+    clean.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                       help="only jobs whose last record is older than DAYS days (without it: every ended job)")
+    clean.add_argument("--state", choices=("finished", "failed", "cancelled"), action="append",
+                       help="only jobs that ended in this state (repeatable; without it: all three)")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    clean.set_defaults(func=run_clean)
 
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
@@ -124,7 +140,17 @@ def run_resume(args) -> int:
     return follow_job(job, printer, cancel_on_interrupt=True)
 
 
+def _progress_cell(status) -> str:
+    if status.iteration is None:
+        return ""
+    text = f"it {status.iteration}" + (f"/{status.total_iterations}" if status.total_iterations else "")
+    if status.percent is not None and not status.terminal:
+        text += f" {status.percent:.0f}%"
+    return text
+
+
 def run_list(args) -> int:
+    from TransferSegLib.commands.tables import format_table, terminal_width
     from TransferSegLib.jobs.api import list_jobs
 
     jobs = list_jobs(args.root)
@@ -133,6 +159,26 @@ def run_list(args) -> int:
         return 0
     if not jobs:
         print("no jobs")
-    for status in jobs:
-        print(status.summary())
+        return 0
+    rows = []
+    for s in jobs:
+        result = s.model if s.state == "finished" and s.model else (s.message or "")
+        rows.append([s.state, s.directory.name, _progress_cell(s),
+                     f"{s.mean_dice:.3f}" if s.mean_dice is not None else "", s.device or "", result])
+    print(format_table(["STATE", "JOB", "PROGRESS", "DICE", "DEVICE", "MODEL OR MESSAGE"], rows, terminal_width()))
+    print(f"folder: {jobs[0].directory.parent}")
+    return 0
+
+
+def run_clean(args) -> int:
+    from TransferSegLib.jobs.cleanup import TERMINAL_STATES, clean_jobs
+    from TransferSegLib.paths import format_size
+
+    removed = clean_jobs(args.root, older_than_days=args.older_than, states=tuple(args.state or TERMINAL_STATES),
+                         dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for job in removed:
+        print(f"{verb} {job.directory} ({job.state}, {format_size(job.bytes)})")
+    total = sum(j.bytes for j in removed)
+    print(f"{verb} {len(removed)} job folder(s), {format_size(total)}; running and queued jobs are never removed")
     return 0

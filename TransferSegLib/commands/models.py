@@ -6,28 +6,38 @@ from pathlib import Path
 from typing import Optional
 
 
+def _example(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("models", help="list, download, add, import or export base models")
+    p = sub.add_parser("models", help="list, show, download, add, import or export base models",
+                       epilog=_example("transferseg models list", "transferseg models show default"))
     actions = p.add_subparsers(dest="models_command", metavar="ACTION")
 
-    listing = actions.add_parser("list", help="catalog models and what is available on this computer")
+    listing = actions.add_parser("list", help="base models ('default', 'none', catalog, registered) and their status",
+                                 epilog=_example("transferseg models list --all"))
     listing.add_argument("--all", action="store_true", help="also list models of packages that are not installed")
     listing.add_argument("--json", action="store_true", help="print the entries as JSON")
     listing.set_defaults(func=run_list)
 
-    show = actions.add_parser("show", help="a model's card: network, labels, recipe, license, source")
-    show.add_argument("name")
+    show = actions.add_parser("show", help="a model's card: source, classes, license, recipe, training evidence",
+                              epilog=_example("transferseg models show default", "transferseg models show models/liver"))
+    show.add_argument("name", help="'default', 'none', a catalog or registered name, or a model folder")
+    show.add_argument("--json", action="store_true", help="print the raw card as JSON")
     show.set_defaults(func=run_show)
 
-    fetch = actions.add_parser("download", help="download and verify a catalog model's weights")
-    fetch.add_argument("name")
+    fetch = actions.add_parser("download", help="download and verify a catalog model's weights",
+                               epilog=_example("transferseg models download spleen_ct_segmentation"))
+    fetch.add_argument("name", help="catalog name ('transferseg models list')")
     fetch.add_argument("--allow-unverified", action="store_true",
                        help="download even when the publisher gives no checksum (you trust the server)")
     fetch.add_argument("--file", metavar="PATH",
                        help="use this copy of the published file instead of downloading it (checked the same way)")
     fetch.set_defaults(func=run_download)
 
-    add = actions.add_parser("add", help="register a local checkpoint (with --spec) or a MONAI bundle")
+    add = actions.add_parser("add", help="register a local checkpoint (with --spec) or a MONAI bundle",
+                             epilog=_example("transferseg models add --name mynet --checkpoint net.pt --spec net.json"))
     add.add_argument("--name", required=True, help="name to use with --base")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="weights file (torch.save of a state_dict)")
@@ -36,16 +46,20 @@ def add_parser(sub) -> None:
                                     "encoder_only, modality, license)")
     add.set_defaults(func=run_add)
 
-    remove = actions.add_parser("remove", help="forget a model registered with 'add' or 'import-bundle'")
-    remove.add_argument("name")
+    remove = actions.add_parser("remove", help="forget a model registered with 'add' or 'import-bundle'",
+                                epilog=_example("transferseg models remove mynet"))
+    remove.add_argument("name", help="the registered model's name")
     remove.set_defaults(func=run_remove)
 
-    imp = actions.add_parser("import-bundle", help="register a MONAI bundle (folder or zip) as a base model")
-    imp.add_argument("path")
-    imp.add_argument("--name", help="name to use with --base (default: the bundle's name)")
+    imp = actions.add_parser("import-bundle", help="register a MONAI bundle (folder or zip) as a base model",
+                             epilog=_example("transferseg models import-bundle spleen_ct_segmentation.zip"))
+    imp.add_argument("path", help="MONAI bundle folder or zip")
+    imp.add_argument("--name", help="name to use with --base (without it: the bundle's name)")
     imp.set_defaults(func=run_import)
 
-    inflate = actions.add_parser("inflate", help="register a 3D network initialized from a 2D network's weights")
+    inflate = actions.add_parser("inflate", help="register a 3D network initialized from a 2D network's weights",
+                                 epilog=_example("transferseg models inflate --checkpoint-2d unet2d.pt "
+                                                 "--spec unet3d.json --name unet3d"))
     inflate.add_argument("--checkpoint-2d", required=True, help="weights of the 2D network (plain state_dict)")
     inflate.add_argument("--spec", required=True,
                          help="JSON spec of the 3D network (same class and widths, spatial_dims 3), labels, recipe, "
@@ -55,8 +69,9 @@ def add_parser(sub) -> None:
                          help="2D kernel on the middle slice (center) or spread over depth (average)")
     inflate.set_defaults(func=run_inflate)
 
-    exp = actions.add_parser("export-bundle", help="write a fine-tuned model folder as a MONAI bundle")
-    exp.add_argument("model_dir", metavar="MODEL_DIR")
+    exp = actions.add_parser("export-bundle", help="write a fine-tuned model folder as a MONAI bundle",
+                             epilog=_example("transferseg models export-bundle models/liver liver_bundle.zip"))
+    exp.add_argument("model_dir", metavar="MODEL_DIR", help="fine-tuned model folder (model.json + model.pt)")
     exp.add_argument("out", metavar="OUT", help="bundle folder to create (a .zip path writes a zip)")
     exp.set_defaults(func=run_export)
 
@@ -67,14 +82,9 @@ def run(args) -> int:
     return int(args.func(args) or 0)
 
 
-def _classes(labels) -> str:
-    names = [n for n in labels if str(n).lower() != "background"]
-    if not names:
-        return "no head (encoder/backbone)"
-    return f"{len(names)}: " + ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-
-
 def run_list(args) -> int:
+    from TransferSegLib.commands.model_card import builtin_rows, short_classes
+    from TransferSegLib.commands.tables import format_table, terminal_width
     from TransferSegLib.models.catalog import list_models
 
     entries = list_models(include_unavailable=bool(getattr(args, "all", False)))
@@ -82,30 +92,26 @@ def run_list(args) -> int:
         rows = [dict(e.to_dict(), status=e.status(), cached=e.cached()) for e in entries]
         print(json.dumps(rows, indent=2))
         return 0
-    width = max([len(e.name) for e in entries] + [4])
-    print(f"{'NAME':<{width}}  {'SOURCE':<8} {'MOD':<3} {'LICENSE':<20} {'STATUS':<13} CLASSES")
+    rows = builtin_rows()
     for e in entries:
         license_text = (e.license or "?") + (" (NC)" if e.non_commercial else "")
-        print(f"{e.name:<{width}}  {e.source:<8} {e.modality:<3} {license_text:<20} {e.status():<13} "
-              f"{_classes(e.labels)}")
+        rows.append([e.name, e.source, e.modality, license_text, e.status(), short_classes(e.labels)])
+    print(format_table(["NAME", "SOURCE", "MOD", "LICENSE", "STATUS", "CLASSES"], rows, terminal_width()))
     if any(e.non_commercial for e in entries):
         print("(NC): non-commercial license, research use only.")
     if any(e.status() == "unverified" for e in entries):
         print("unverified: the publisher gives no checksum; 'transferseg models download NAME --allow-unverified'.")
     if any(e.status() == "not installed" for e in entries):
         print("not installed: install the model's Python package ('transferseg models show NAME').")
+    print("'transferseg models show NAME' prints a model's card.")
     return 0
 
 
 def run_show(args) -> int:
-    from TransferSegLib.models.catalog import find_model
+    from TransferSegLib.commands.model_card import card_data, format_card
 
-    entry = find_model(args.name)
-    data = entry.to_dict()
-    data["status"] = entry.status()
-    weights = entry.weights_file()
-    data["weights_file"] = str(weights) if weights else None
-    print(json.dumps(data, indent=2))
+    data = card_data(args.name)
+    print(json.dumps(data, indent=2) if args.json else format_card(data))
     return 0
 
 

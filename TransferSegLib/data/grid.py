@@ -5,7 +5,7 @@ Preprocessing, resampling and the restore onto the input grid all speak in grids
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -55,3 +55,85 @@ class Grid:
     def from_dict(cls, data: Dict[str, Any]) -> "Grid":
         return cls(tuple(int(v) for v in data["size"]), tuple(float(v) for v in data["spacing"]),
                    tuple(float(v) for v in data["origin"]), tuple(float(v) for v in data["direction"]))
+
+
+#: How close two grids must be to count as the same: spacing (relative), origin (mm), direction cosines.
+SPACING_RTOL, ORIGIN_ATOL_MM, DIRECTION_ATOL = 1e-4, 1e-3, 1e-4
+
+
+def _rounded(values, digits: int) -> Tuple[float, ...]:
+    return tuple(round(float(v), digits) for v in values)
+
+
+def grid_problems(a: Grid, b: Grid) -> List[str]:
+    """What differs between two grids (empty: the same grid within the tolerances above), as 'a vs b'."""
+    problems = []
+    if tuple(a.size) != tuple(b.size):
+        problems.append(f"size {tuple(a.size)} vs {tuple(b.size)}")
+    if len(a.size) != len(b.size):
+        return problems
+    if not np.allclose(b.spacing, a.spacing, rtol=SPACING_RTOL, atol=0.0):
+        problems.append(f"spacing {_rounded(a.spacing, 5)} vs {_rounded(b.spacing, 5)} mm")
+    if not np.allclose(a.origin, b.origin, rtol=0.0, atol=ORIGIN_ATOL_MM):
+        problems.append(f"origin {_rounded(a.origin, 4)} vs {_rounded(b.origin, 4)} mm")
+    if not np.allclose(a.direction, b.direction, rtol=0.0, atol=DIRECTION_ATOL):
+        problems.append(f"direction {_rounded(a.direction, 4)} vs {_rounded(b.direction, 4)}")
+    return problems
+
+
+@dataclass
+class AxisMap:
+    """How a source grid's voxels lie on a target grid of the same lattice: target axis ``i`` is
+    source axis ``axes[i]``, run backwards where ``flips[i]``."""
+
+    axes: Tuple[int, int, int]
+    flips: Tuple[bool, bool, bool]
+
+    @property
+    def permuted(self) -> bool:
+        return tuple(self.axes) != (0, 1, 2)
+
+    @property
+    def flipped(self) -> bool:
+        return any(self.flips)
+
+    def describe(self) -> str:
+        names = "xyz"
+        return ", ".join(f"{names[i]} <- {'-' if f else ''}{names[a]}" for i, (a, f) in enumerate(zip(self.axes, self.flips)))
+
+
+def lattice_permutation(source: Grid, target: Grid) -> Optional[AxisMap]:
+    """The axis permutation and flips under which ``source`` has exactly ``target``'s voxel centres, or None.
+
+    Same voxel centres means: each target index step is a source index step (a signed
+    permutation within 1e-3 voxel), and target voxel 0 is a corner voxel of the source.
+    """
+    if len(source.size) != 3 or len(target.size) != 3:
+        return None
+    to_source = np.linalg.inv(source.matrix() * np.array(source.spacing))  # physical -> source index
+    steps = to_source @ (target.matrix() * np.array(target.spacing))  # column i: a target step in source indices
+    rounded = np.round(steps)
+    if np.abs(steps - rounded).max() > 1e-3 or not np.all(np.abs(rounded).sum(axis=0) == 1):
+        return None
+    axes = tuple(int(np.flatnonzero(rounded[:, i])[0]) for i in range(3))
+    if sorted(axes) != [0, 1, 2]:
+        return None
+    flips = tuple(bool(rounded[axes[i], i] < 0) for i in range(3))
+    start = to_source @ (np.array(target.origin) - np.array(source.origin))
+    for i, (axis, flip) in enumerate(zip(axes, flips)):
+        if int(source.size[axis]) != int(target.size[i]):
+            return None
+        expected = source.size[axis] - 1 if flip else 0
+        if abs(start[axis] - expected) > 1e-3:
+            return None
+    return AxisMap(axes, flips)  # type: ignore[arg-type]
+
+
+def permute_onto(array_xyz: np.ndarray, mapping: AxisMap) -> np.ndarray:
+    """A source ``(X, Y, Z[, extra])`` array re-indexed onto the target grid of ``lattice_permutation``."""
+    order = tuple(mapping.axes) + tuple(range(3, array_xyz.ndim))
+    out = np.transpose(array_xyz, order)
+    for i, flip in enumerate(mapping.flips):
+        if flip:
+            out = np.flip(out, axis=i)
+    return np.ascontiguousarray(out)

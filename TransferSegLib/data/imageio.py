@@ -253,7 +253,7 @@ def _geometry_3d(image: sitk.Image) -> sitk.Image:
     return image
 
 
-def _read_seg_nrrd(path: str) -> LabelImage:
+def _read_seg_nrrd(path: str, selected: Optional[List[int]] = None) -> LabelImage:
     image = _read_any(path)
     meta = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
     layers = _layers(image)
@@ -264,10 +264,14 @@ def _read_seg_nrrd(path: str) -> LabelImage:
         flat = np.zeros(layers[0].shape, np.uint16)
         owner = np.zeros(layers[0].shape, np.int32)  # 1 + index of the segment owning a voxel
         overlaps: Dict[Tuple[str, str], int] = {}
-        for index, segment in enumerate(segments):
+        chosen = None if selected is None else set(selected)
+        # Selected segments first: an overlap among them is an error; the others only fill what is left.
+        order = sorted(range(len(segments)), key=lambda i: chosen is not None and segments[i].flat_value not in chosen)
+        for index in order:
+            segment = segments[index]
             mask = layers[segment.layer] == segment.value
             taken = mask & (owner > 0)
-            if taken.any():
+            if taken.any() and (chosen is None or segment.flat_value in chosen):
                 others, counts = np.unique(owner[taken], return_counts=True)
                 for other, count in zip(others, counts):
                     overlaps[(segments[int(other) - 1].name, segment.name)] = int(count)
@@ -276,8 +280,9 @@ def _read_seg_nrrd(path: str) -> LabelImage:
         if overlaps:
             pairs = "; ".join(f"'{a}' and '{b}' ({n} voxels)" for (a, b), n in overlaps.items())
             raise CaseError(
-                f"'{path}': segments overlap: {pairs}. A training labelmap needs one class per voxel: remove the "
-                f"overlap in Slicer's Segment Editor (e.g. masking with 'Overwrite other segments') and save again."
+                f"'{path}': {'selected ' if chosen is not None else ''}segments overlap: {pairs}. A training labelmap needs one class per voxel: remove the "
+                f"overlap in Slicer's Segment Editor (e.g. masking with 'Overwrite other segments') and save again"
+                + (", or leave one of each pair out of --labels." if chosen is not None else ".")
             )
     if flat.min(initial=0) < 0 or flat.max(initial=0) > 65535:
         raise CaseError(f"'{path}' has label values outside 0..65535.")
@@ -288,73 +293,21 @@ def _read_seg_nrrd(path: str) -> LabelImage:
     return LabelImage(out, names, colors, str(path))
 
 
-def read_label_names(path: str) -> Tuple[Dict[int, str], Dict[int, Color]]:
-    """Label names (and colors, if given) from a sidecar file.
-
-    JSON: ``{"1": "liver", ...}`` (value → name, Decathlon style), ``{"liver": 1, ...}``
-    (name → value, nnU-Net style), optionally inside a ``"labels"`` object. Slicer color
-    tables (``.ctbl``/``.txt``): lines ``value name r g b a`` with colors in 0..255.
-    """
-    p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CaseError(f"Cannot read the label names file '{path}': {exc}") from exc
-    names: Dict[int, str] = {}
-    colors: Dict[int, Color] = {}
-    if p.suffix.lower() == ".json":
-        try:
-            table = json.loads(text)
-        except ValueError as exc:
-            raise CaseError(f"Label names file '{path}' is not valid JSON: {exc}") from exc
-        if isinstance(table, dict) and isinstance(table.get("labels"), dict):
-            table = table["labels"]
-        if not isinstance(table, dict):
-            raise CaseError(f"Label names file '{path}' must hold an object of value → name.")
-        for key, value in table.items():
-            if str(key).strip().isdigit():
-                names[int(key)] = str(value)
-            elif isinstance(value, int) and not isinstance(value, bool):
-                names[value] = str(key)
-            else:
-                raise CaseError(f"Label names file '{path}': entry {key!r}: {value!r} is neither value → name "
-                                f"nor name → value.")
-    else:
-        for number, line in enumerate(text.splitlines(), 1):
-            parts = line.split()
-            if not parts or parts[0].startswith("#"):
-                continue
-            try:
-                value = int(parts[0])
-                rgb = tuple(float(c) / 255.0 for c in parts[2:5]) if len(parts) >= 5 else None
-            except (ValueError, IndexError):
-                raise CaseError(f"Color table '{path}' line {number} is not 'value name r g b a': {line!r}") from None
-            if len(parts) < 2:
-                raise CaseError(f"Color table '{path}' line {number} has no name: {line!r}")
-            names[value] = parts[1]
-            if rgb:
-                colors[value] = rgb  # type: ignore[assignment]
-    names.pop(0, None)
-    colors.pop(0, None)
-    return names, colors
-
-
-def read_labelmap(path: str, reference: Optional[sitk.Image] = None, names_file: Optional[str] = None) -> LabelImage:
+def read_labelmap(path: str, reference: Optional[sitk.Image] = None, selected: Optional[List[int]] = None) -> LabelImage:
     """A 3D integer labelmap (UInt8/UInt16) with its segment names and colors.
 
     ``.seg.nrrd``: names, colors and values come from the file; layers are flattened
-    into one labelmap (refused where segments overlap); with ``reference``, a
+    into one labelmap, refused where segments overlap (with ``selected``, a list of
+    flattened values, only where two selected segments overlap); with ``reference``, a
     segmentation Slicer cropped to its extent is put back on the reference grid.
-    Other formats carry no names unless ``names_file`` (see ``read_label_names``) is given.
+    Other formats carry no names (``label_names.read_label_table`` reads them from a names file).
     """
     if is_seg_nrrd(path):
-        label = _read_seg_nrrd(path)
+        label = _read_seg_nrrd(path, selected)
         if reference is not None:
             label.image = _onto_reference(label.image, reference, path)
     else:
         label = LabelImage(_plain_labelmap(path), {}, {}, str(path))
-    if names_file:
-        label.names, label.colors = read_label_names(names_file)
     return label
 
 

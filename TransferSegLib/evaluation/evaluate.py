@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class _Labelmap:
     image: Any  # SimpleITK.Image, kept for its geometry
     array: np.ndarray  # (X, Y, Z) or (X, Y, Z, layers) for overlapping segments
     segments: List[_Segment]  # named segments; empty for a plain labelmap
+    segmentation_file: bool = False  # the names come from the file itself (.seg.nrrd), not a names file
 
     @property
     def named(self) -> bool:
@@ -50,11 +51,13 @@ class _Labelmap:
     def layers(self) -> int:
         return self.array.shape[-1] if self.layered else 1
 
-    def mask(self, segment: Optional[_Segment]) -> np.ndarray:
-        if segment is None:
-            return np.zeros(self.array.shape[: self.image.GetDimension()], dtype=bool)
-        values = self.array[..., segment.layer] if self.layered else self.array
-        return values == segment.value
+    def mask(self, segment: Union[None, _Segment, List[_Segment]]) -> np.ndarray:
+        """The voxels of one segment, or of several merged into one class."""
+        out = np.zeros(self.array.shape[: self.image.GetDimension()], dtype=bool)
+        for part in ([segment] if isinstance(segment, _Segment) else segment or []):
+            values = self.array[..., part.layer] if self.layered else self.array
+            out |= values == part.value
+        return out
 
     def find(self, name: str) -> Optional[_Segment]:
         key = normalize_label_name(name)
@@ -118,41 +121,107 @@ def _read_labelmap(path: str) -> _Labelmap:
             layer = index if layered else 0
         segments.append(_Segment(name.strip(), value, layer))
         index += 1
-    return _Labelmap(str(path), image, array, segments)
+    return _Labelmap(str(path), image, array, segments, segmentation_file=bool(segments))
 
 
-def _check_same_grid(pred: _Labelmap, ref: _Labelmap) -> None:
-    a, b = pred.image, ref.image
-    advice = ("Resample the prediction onto the reference grid (transferseg predict writes predictions "
-              "in the input image's own geometry).")
+def _on_prediction_grid(pred: _Labelmap, ref: _Labelmap, resample: bool, notes: List[str]) -> None:
+    """Put the reference on the prediction's grid, or refuse.
 
-    def differs(prop: str, got: Tuple[float, ...], expected: Tuple[float, ...]) -> CaseError:
-        return CaseError(f"Prediction '{pred.path}' and reference '{ref.path}' are not on the same grid: "
-                         f"{prop} {tuple(round(v, 5) for v in got)} vs {tuple(round(v, 5) for v in expected)}. {advice}")
+    The same voxels stored with permuted or flipped axes (a NIfTI beside its DICOM
+    series) are re-indexed exactly; another grid is resampled (nearest neighbour)
+    only with ``resample``. Each change is said in ``notes``.
+    """
+    from TransferSegLib.data.grid import Grid, grid_problems, lattice_permutation, permute_onto
 
-    if a.GetDimension() != b.GetDimension() or a.GetSize() != b.GetSize():
-        raise differs("size", a.GetSize(), b.GetSize())
-    if not np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4, atol=1e-5):
-        raise differs("spacing (mm)", a.GetSpacing(), b.GetSpacing())
-    if not np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4):
-        raise differs("direction", a.GetDirection(), b.GetDirection())
-    if not np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0, atol=0.01 * min(b.GetSpacing())):
-        raise differs("origin (mm)", a.GetOrigin(), b.GetOrigin())
+    a, b = Grid.of(pred.image), Grid.of(ref.image)
+    problems = grid_problems(a, b)
+    if not problems:
+        return
+    mapping = lattice_permutation(b, a)
+    if mapping is not None:
+        ref.array = permute_onto(ref.array, mapping)
+        ref.image = pred.image
+        notes.append(f"the reference '{ref.path}' holds the prediction's voxels with its axes "
+                     f"{'permuted and flipped' if mapping.permuted and mapping.flipped else 'permuted' if mapping.permuted else 'flipped'}"
+                     f" ({mapping.describe()}); it was re-indexed exactly onto the prediction's grid.")
+        return
+    if not resample:
+        raise CaseError(f"Prediction '{pred.path}' and reference '{ref.path}' are not on the same grid "
+                        f"(prediction vs reference): {'; '.join(problems)}. Pass --resample to resample the reference "
+                        f"onto the prediction's grid (nearest neighbour), or predict on the reference's image "
+                        f"(transferseg predict writes predictions in the input image's own geometry).")
+    ref.array = _resampled(ref, pred.image)
+    ref.image = pred.image
+    notes.append(f"the reference '{ref.path}' is on another grid ({'; '.join(problems)}); it was resampled onto the "
+                 f"prediction's grid (nearest neighbour), which changes its voxels: compare with care.")
 
 
-def _pairs_for_labels(pred: _Labelmap, ref: _Labelmap, labels: List[str]
-                      ) -> List[Tuple[str, Optional[_Segment], Optional[_Segment]]]:
-    """Requested classes: found by name in named labelmaps, as values 1..N in plain ones."""
+def _resampled(ref: _Labelmap, target: Any) -> np.ndarray:
+    """Each layer of the reference resampled onto ``target`` (nearest neighbour, 0 outside it)."""
+    import SimpleITK as sitk
+
+    layers = [ref.array[..., k] for k in range(ref.layers)] if ref.layered else [ref.array]
+    out = []
+    for layer in layers:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(layer.transpose(2, 1, 0)))
+        image.CopyInformation(_geometry_of(ref.image))
+        moved = sitk.Resample(image, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        out.append(sitk.GetArrayFromImage(moved).transpose(2, 1, 0))
+    return np.stack(out, axis=-1) if ref.layered else out[0]
+
+
+def _geometry_of(image: Any) -> Any:
+    import SimpleITK as sitk
+
+    return sitk.VectorIndexSelectionCast(image, 0) if image.GetNumberOfComponentsPerPixel() > 1 else image
+
+
+def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Optional[List[_Segment]]:
+    """The segments of ``f`` making up the selected class ``item`` (None: the file has none of them).
+
+    A .seg.nrrd is matched by the class name first (its values are its own); values
+    (``liver=5``) and merges apply to plain labelmaps; names also to those named by --label-names.
+    """
+    if f.segmentation_file:
+        found = f.find(item.name)
+        if found is not None:
+            return [found]
+    if item.sources:
+        parts: List[Optional[_Segment]] = []
+        for source in item.sources:
+            if isinstance(source, int):
+                parts.append(f.segment_with_value(source) if f.segmentation_file
+                             else _Segment(item.name, source))
+            else:
+                parts.append(f.find(source) if f.named else None)
+        kept = [p for p in parts if p is not None]
+        return kept or None
+    if f.named:
+        found = f.find(item.name)
+        return [found] if found is not None else None
+    if positional:
+        return [_Segment(item.name, position)]
+    raise CaseError(f"'{f.path}' carries no label names, so '{item.name}' cannot be found by name: give its value "
+                    f"('{item.name}=5'), or a names file with --label-names.")
+
+
+def _pairs_for_labels(pred: _Labelmap, ref: _Labelmap, selection: Any) -> List[Tuple[str, Any, Any]]:
+    """Requested classes (a ``label_selection.LabelSelection``) as (name, prediction parts, reference parts)."""
+    positional = selection.by_name_only  # a plain labelmap without names: bare names are its values 1..N
+    merged: Dict[str, List[Any]] = {}
+    for position, item in enumerate(selection.classes, start=1):
+        merged.setdefault(normalize_label_name(item.name), []).append((position, item))
     pairs = []
-    for value, name in enumerate(labels, start=1):
-        ref_segment = ref.find(name) if ref.named else _Segment(name, value)
-        if ref_segment is None:
-            raise CaseError(f"Reference '{ref.path}' has no segment named '{name}' "
-                            f"(it has: {', '.join(s.name or '?' for s in ref.segments)}); check --labels.")
-        pred_segment = pred.find(name) if pred.named else _Segment(name, value)
-        pairs.append((name, pred_segment, ref_segment))
+    for items in merged.values():
+        name = items[0][1].name
+        ref_parts = [p for pos, it in items for p in (_class_parts(ref, it, pos, positional) or [])]
+        if not ref_parts:
+            have = ", ".join(s.name or "?" for s in ref.segments[:20]) or "no names"
+            raise CaseError(f"Reference '{ref.path}' has no segment named '{name}' (it has: {have}); check --labels.")
+        pred_parts = [p for pos, it in items for p in (_class_parts(pred, it, pos, positional) or [])]
+        pairs.append((name, pred_parts or None, ref_parts))
     if pred.named and all(p is None for _, p, _ in pairs):
-        raise CaseError(f"Prediction '{pred.path}' has none of the segments {labels} "
+        raise CaseError(f"Prediction '{pred.path}' has none of the classes {selection.names} "
                         f"(it has: {', '.join(s.name or '?' for s in pred.segments)}); check --labels.")
     return pairs
 
@@ -184,19 +253,33 @@ def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[
     return pairs
 
 
-def evaluate_files(prediction: str, reference: str, labels: Optional[List[str]] = None,
-                   tolerance_mm: float = 2.0) -> CaseMetrics:
-    """Metrics of a predicted labelmap against a reference labelmap on the same grid.
+def evaluate_files(prediction: str, reference: str, labels: Any = None, tolerance_mm: float = 2.0,
+                   names_file: Optional[str] = None, resample: bool = False,
+                   notes: Optional[List[str]] = None) -> CaseMetrics:
+    """Metrics of a predicted labelmap against a reference labelmap.
 
-    ``labels`` selects and names the classes: found by name in files with segment
-    names (``.seg.nrrd``), taken as label values 1..N in plain labelmaps. Without it,
-    the reference's segments are scored (named files) or every label value present
-    in either file (plain files). Distances are in mm from the reference spacing.
+    ``labels`` selects and names the classes (``--labels`` text or a list of items):
+    names found in files with segment names (``.seg.nrrd``, or a plain reference
+    named by ``names_file``, which names every plain labelmap), values ``liver=5`` and merges ``liver=1+2`` of plain
+    labelmaps, bare names as values 1..N when no file has names. Without it, the
+    reference's segments are scored (named files) or every label value present in
+    either file (plain files). A reference on an equivalent grid (axes permuted or
+    flipped) is re-indexed exactly; another grid is refused unless ``resample``.
+    What was done to the reference is appended to ``notes``. Distances are in mm.
     """
+    from TransferSegLib.data.label_selection import parse_labels
+
     pred = _read_labelmap(str(prediction))
     ref = _read_labelmap(str(reference))
-    _check_same_grid(pred, ref)
-    pairs = _pairs_for_labels(pred, ref, list(labels)) if labels else _default_pairs(pred, ref)
+    if names_file:
+        from TransferSegLib.data.label_names import read_label_table
+
+        table = sorted(read_label_table(names_file).names.items())
+        for plain in (f for f in (pred, ref) if not f.named):
+            plain.segments = [_Segment(n, v) for v, n in table]
+    _on_prediction_grid(pred, ref, resample, notes if notes is not None else [])
+    selection = parse_labels(labels) if labels else None
+    pairs = _pairs_for_labels(pred, ref, selection) if selection else _default_pairs(pred, ref)
     spacing = ref.image.GetSpacing()
     classes = [class_metrics(pred.mask(p), ref.mask(r), spacing, tolerance_mm, label=name) for name, p, r in pairs]
     return CaseMetrics(case=_case_name(str(reference)), classes=classes, tolerance_mm=tolerance_mm)

@@ -158,6 +158,7 @@ class Job:
         spec = self.spec
         cancel = (self.directory / CANCEL).exists()
         shown = "cancelling" if cancel and state.state in ("queued", "running") else state.state
+        ended = state.terminal and state.iteration is not None  # exact; the last progress event may be older
         try:
             age: Optional[float] = max(0.0, time.time() - (self.directory / EVENTS).stat().st_mtime)
         except OSError:
@@ -166,7 +167,8 @@ class Job:
             directory=self.directory, state=shown, alive=self._worker_alive(state), pid=state.pid, host=state.host,
             attempt=state.attempt, device=state.device, name=spec.name if spec else "",
             output=spec.output if spec else "", created=state.created, started=state.started, ended=state.ended,
-            iteration=progress.get("iteration", state.iteration), total_iterations=progress.get("total_iterations"),
+            iteration=state.iteration if ended else progress.get("iteration", state.iteration),
+            total_iterations=progress.get("total_iterations"),
             percent=progress.get("percent"), eta_s=progress.get("eta_s"), loss=progress.get("loss"),
             mean_dice=validation.get("mean_dice"), dice=dict(validation.get("dice") or {}), model=state.model,
             message=state.message, error_type=state.error_type, hint=state.hint, stderr_tail=list(state.stderr_tail),

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-KINDS = ("started", "progress", "validation", "checkpoint", "warning", "error", "cancelled", "finished",
-         "run")  # "run": one run of an experiment job is done
+KINDS = ("started", "progress", "validation", "checkpoint", "info", "warning", "error", "cancelled", "finished",
+         "run")  # "run": one run of an experiment job is done; "info": a line to show that is no warning
 
 
 def _plain(value: Any) -> Any:

@@ -20,7 +20,7 @@ from TransferSegLib.jobs.layout import now_iso
 SPEC_VERSION = 1
 TASKS = ("finetune", "experiment")
 STRATEGIES = ("scratch", "full", "decoder", "last-layers", "staged")
-CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name")
+CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name", "unselected")
 
 
 def _case_dict(case: Any, where: str) -> Dict[str, Any]:
@@ -39,7 +39,7 @@ def _case_dict(case: Any, where: str) -> Dict[str, Any]:
         names = {str(int(k)): str(v) for k, v in names.items()}
     except (AttributeError, ValueError) as exc:
         raise JobError(f"{where}.label_names must map label values to names, got {names!r}.") from exc
-    return {
+    out = {
         "image": str(case["image"]),
         "label": str(case["label"]) if case.get("label") else None,
         "label_names": names,
@@ -47,6 +47,9 @@ def _case_dict(case: Any, where: str) -> Dict[str, Any]:
         "region": str(case["region"]) if case.get("region") else None,
         "name": str(case.get("name") or ""),
     }
+    if case.get("unselected"):  # what unnamed label values become (cases.Case); absent: refused
+        out["unselected"] = str(case["unselected"])
+    return out
 
 
 def _train_dict(train: Any) -> Dict[str, Any]:
@@ -84,6 +87,7 @@ class JobSpec:
     recipe: Optional[Dict[str, Any]] = None
     patch_size: Optional[List[int]] = None
     offline: bool = False
+    keep_checkpoints: bool = False  # keep the job's checkpoints after it finished (failed/cancelled: always kept)
     processes: int = 1  # data-parallel processes (one per GPU) started through torchrun
     task: str = "finetune"
     # task "experiment": the options of `transferseg experiment` (argument name -> value); the
@@ -185,6 +189,7 @@ class JobSpec:
             output=str(spec.output), train=spec.train.to_dict(), val_cases=list(spec.val_cases),
             device=spec.train.device, seed=spec.train.seed, name=getattr(spec, "name", ""),
             recipe=recipe, patch_size=patch, offline=bool(getattr(spec, "offline", False)),
+            keep_checkpoints=bool(getattr(spec, "keep_checkpoints", False)),
         )
 
     def to_finetune_spec(self):
@@ -208,6 +213,7 @@ class JobSpec:
             strategy=self.strategy, output=self.output, train=config,
             val_cases=[Case.from_dict(dict(c)) for c in self.val_cases], recipe=recipe,
             patch_size=patch, name=self.name, offline=self.offline,  # type: ignore[arg-type]
+            keep_checkpoints=self.keep_checkpoints,
         )
 
     # --- cheap checks a front end can afford ---------------------------------------------
@@ -237,9 +243,11 @@ class JobSpec:
                 for key in ("image", "label", "region"):
                     value = case.get(key)
                     if value and not Path(value).expanduser().exists():
+                        where = Path(value).expanduser()
+                        looked = "" if where.is_absolute() else f" (looked for it at '{where.resolve()}')"
                         raise CaseError(
                             f"{group}[{i}] ('{case.get('name') or Path(case['image']).name}'): the {key} file "
-                            f"'{value}' does not exist. Check the path (relative paths are read from the worker's folder)."
+                            f"'{value}' does not exist{looked}. Check the path."
                         )
                 if not case.get("label"):
                     raise CaseError(f"{group}[{i}] ('{case['image']}') has no labelmap: training cases need one.")

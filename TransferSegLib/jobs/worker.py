@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -109,12 +110,11 @@ def peak_gpu_memory_gb(device: Optional[str]) -> Optional[float]:
 
 # --- errors ---------------------------------------------------------------------------------------
 
+#: Hints added to an error's own message, only where they apply: most messages already say what to do.
 HINTS = (
-    (DeviceBusy, "Wait for the other job to finish, cancel it, or choose another device (--device cpu, cuda:N)."),
-    (CaseError, "Fix or remove the case named above and start again; every training case needs an image and a labelmap on the same grid."),
-    (ModelError, "Check the base model name ('transferseg models list') or folder, or use --base none to train from scratch."),
-    (DownloadError, "Check the network connection, or place the weights file by hand and use --offline."),
-    (JobError, "Check spec.json in the job folder, or start the job again from the command line or the Slicer panel."),
+    (DownloadError, lambda exc: True, "Check the network connection, or place the weights file by hand and use --offline."),
+    (JobError, lambda exc: "spec.json" in str(exc),
+     "Correct spec.json in the job folder, or start the job again from the command line or the Slicer panel."),
 )
 
 
@@ -127,7 +127,7 @@ def describe_failure(exc: BaseException) -> Dict[str, Any]:
             "hint": "Close other programs using the GPU, lower --patch-size, or train on the CPU (--device cpu).",
         }
     if isinstance(exc, TransferSegError):
-        hint = next((h for cls, h in HINTS if isinstance(exc, cls)), "")
+        hint = next((h for cls, applies, h in HINTS if isinstance(exc, cls) and applies(exc)), "")
         return {"type": type(exc).__name__, "message": str(exc), "hint": hint}
     tail = traceback.format_exception(type(exc), exc, exc.__traceback__)
     lines = "".join(tail).rstrip().splitlines()[-15:]
@@ -260,11 +260,23 @@ class Worker:
               f"(attempt {self.state.attempt}{', resuming' if self.resume else ''})", file=sys.stderr, flush=True)
         return None
 
+    def _relay_warnings(self) -> Callable[[], None]:
+        """Python warnings (e.g. an .mrc file's orientation) become ``warning`` events, so the front end shows
+        them as the user's own terminal would; returns what puts the previous hook back."""
+        previous = warnings.showwarning
+
+        def relay(message, category, filename, lineno, file=None, line=None) -> None:
+            self.writer.event("warning", message=" ".join(str(message).split()))
+
+        warnings.showwarning = relay
+        return lambda: setattr(warnings, "showwarning", previous)
+
     def run(self) -> int:
         refused = self._begin()
         if refused is not None:
             return refused
         lock: Optional[DeviceLock] = None
+        restore_warnings = self._relay_warnings()
         try:
             if self.stop():
                 raise TrainingCancelled("Cancelled before training started.")
@@ -297,6 +309,7 @@ class Worker:
             print(f"error: {failure['message']}", file=sys.stderr, flush=True)
             return int(self.state.exit_code or EXIT_CRASHED)
         finally:
+            restore_warnings()
             if lock is not None:
                 lock.release()
             if self.distributed is not None:

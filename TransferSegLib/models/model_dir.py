@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Union
 
 import torch
 from torch import nn
@@ -57,15 +57,53 @@ def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], meta: Dict
     return output
 
 
-def load_model(model_dir: Path, device: str = "cpu") -> Tuple[nn.Module, BaseModel]:
-    """Build the network of a model folder and load its weights (weights only)."""
-    info = load_model_dir(Path(model_dir))
-    model = build_network(info.network)
-    state = torch.load(info.weights, map_location="cpu", weights_only=True)
+def base_weights(base: BaseModel) -> Dict[str, torch.Tensor]:
+    """A base model's weights as a state_dict of ``build_network(base.network)`` (weights only)."""
+    if base.weights is None:
+        raise ModelError(f"Base model '{base.name}' has no weights file; download it first "
+                         f"('transferseg models download {base.name}').")
+    if base.source in ("model-dir", "shipped"):
+        return torch.load(base.weights, map_location="cpu", weights_only=True)
+    from TransferSegLib.models.checkpoints import load_state_dict
+
+    state, _report = load_state_dict(Path(base.weights), base.key_map, build_network(base.network))
+    return state
+
+
+def load_model(model: Union[str, Path], device: str = "cpu") -> Tuple[nn.Module, BaseModel]:
+    """Build a model's network and load its weights (weights only).
+
+    ``model`` is a model folder, or the name of a base model ('default', a catalog
+    or registered name, a MONAI bundle): predicting with the base itself.
+    """
+    path = Path(model).expanduser()
+    if (path / "model.json").is_file() or path.is_dir() and not (path / "configs").is_dir():
+        info = load_model_dir(path)
+        state = torch.load(info.weights, map_location="cpu", weights_only=True)
+    else:
+        from TransferSegLib.models.base_model import DEFAULT_NAME, SCRATCH_NAMES, resolve_base_model
+
+        key = str(model).strip()
+        if key.lower() not in SCRATCH_NAMES + (DEFAULT_NAME,) and not path.exists():
+            from TransferSegLib.models.catalog import find_model
+
+            entry = find_model(key)  # before any download: a backbone cannot predict
+            if entry.encoder_only or len(entry.labels) < 2:
+                raise ModelError(f"The base model '{entry.name}' has no segmentation head (an encoder or backbone): "
+                                 f"fine-tune it on your classes first ('transferseg finetune --base {key}').")
+        resolved = resolve_base_model(key)
+        if resolved is None:
+            raise ModelError(f"'{model}' means training from scratch: it has no weights to predict with. Give a "
+                             f"model folder ('transferseg finetune' writes one) or a base model name.")
+        if resolved.encoder_only or len(resolved.labels) < 2:
+            raise ModelError(f"The base model '{resolved.name}' has no segmentation head (an encoder or backbone): "
+                             f"fine-tune it on your classes first ('transferseg finetune --base {model}').")
+        info, state = resolved, base_weights(resolved)
+    network = build_network(info.network)
     try:
-        model.load_state_dict(state)
+        network.load_state_dict(state)
     except RuntimeError as exc:
-        raise ModelError(f"The weights in '{info.weights}' do not fit the network in model.json: {exc}") from exc
-    model.to(device)
-    model.eval()
-    return model, info
+        raise ModelError(f"The weights in '{info.weights}' do not fit the network of '{info.name}': {exc}") from exc
+    network.to(device)
+    network.eval()
+    return network, info

@@ -19,13 +19,14 @@ from TransferSegLib.models.base_model import BaseModel, resolve_base_model
 from TransferSegLib.data.cases import Case, load_case
 from TransferSegLib.errors import CaseError, ModelError
 from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
-from TransferSegLib.models.model_dir import save_model_dir
+from TransferSegLib.models.model_dir import base_weights, save_model_dir
 from TransferSegLib.names import BACKGROUND, index_by_name, normalize_label_name, with_background
 from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
 from TransferSegLib.data.preprocess import preprocess_image, preprocess_labels
 from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.training.sampling import PreparedCase
-from TransferSegLib.training.train import Reporter, TrainConfig, device_description, resolve_device, train
+from TransferSegLib.training.train import (CHECKPOINT_BEST, CHECKPOINT_LAST, Reporter, TrainConfig,
+                                           device_description, resolve_device, train)
 from TransferSegLib.training.transfer import adapt_head, check_strategy, load_pretrained
 
 DEFAULT_PATCH = (64, 64, 32)
@@ -46,6 +47,7 @@ class FinetuneSpec:
     patch_size: Optional[Tuple[int, int, int]] = None  # overrides the base model's patch size
     name: str = ""
     offline: bool = False
+    keep_checkpoints: bool = False  # checkpoints outlive a finished run only when asked (failed/cancelled: always)
 
 
 @dataclass
@@ -109,19 +111,6 @@ def _check_patch(patch: Sequence[int], spec: NetworkSpec) -> Tuple[int, int, int
     return fixed  # type: ignore[return-value]
 
 
-def _load_base_state(base: BaseModel) -> Dict[str, torch.Tensor]:
-    """The base network's weights as a state_dict of ``build_network(base.network)``."""
-    if base.weights is None:
-        raise ModelError(f"Base model '{base.name}' has no weights file; download it first ('transferseg models download {base.name}').")
-    if base.source in ("model-dir", "shipped"):
-        return torch.load(base.weights, map_location="cpu", weights_only=True)
-    from TransferSegLib.models.checkpoints import load_state_dict
-
-    reference = build_network(base.network)
-    state, _report = load_state_dict(Path(base.weights), base.key_map, reference)
-    return state
-
-
 def build_target_model(
     base: Optional[BaseModel], labels: List[str], strategy: str, seed: int
 ) -> Tuple[torch.nn.Module, NetworkSpec, Dict[str, Any]]:
@@ -134,7 +123,7 @@ def build_target_model(
     model = build_network(spec)
     if strategy == "scratch":
         return model, spec, {"transfer": "none (scratch strategy: the base network's architecture only)"}
-    state = _load_base_state(base)
+    state = base_weights(base)
     if base.encoder_only or not base.labels:
         fresh = load_pretrained(model, state)
         return model, spec, {"transfer": "encoder weights", "fresh_tensors": len(fresh)}
@@ -241,8 +230,21 @@ def run_finetune(
         },
     }
     out = save_model_dir(Path(spec.output), model.state_dict(), meta)
+    if not spec.keep_checkpoints:
+        _remove_checkpoints(work)
     reporter.event("finished", model=str(out), metrics=metrics, iterations=result.iterations, elapsed_s=round(result.elapsed_s, 1))
     return FinetuneResult(out, metrics, result.iterations, result.elapsed_s)
+
+
+def _remove_checkpoints(work: Path) -> None:
+    """After a finished run only the model folder stays: the loop's checkpoint files go, and their
+    folder if nothing else is in it (a caller's own work folder keeps its other files)."""
+    for name in (CHECKPOINT_LAST, CHECKPOINT_BEST):
+        (work / name).unlink(missing_ok=True)
+    try:
+        work.rmdir()
+    except OSError:
+        pass
 
 
 def _best_dice(history: List[Dict[str, Any]]) -> Dict[str, float]:

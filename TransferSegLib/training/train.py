@@ -226,7 +226,7 @@ def train(
         np_rng.bit_generator.state = ckpt["numpy_rng"]
         torch_gen.set_state(ckpt["torch_gen"])
         torch.set_rng_state(ckpt["torch_rng"])
-        reporter.event("warning", message=f"Resumed from iteration {state.iteration} ({last_path}).")
+        reporter.event("info", message=f"Resumed from iteration {state.iteration} ({last_path}).")
 
     use_amp = bool(config.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -256,7 +256,7 @@ def train(
         if staged is not None and stage == 1 and staged.in_second_stage(progress):
             stage = 2
             set_trainable_parts(model, ("encoder", "decoder", "last_block", "head"))
-            reporter.event("warning", message="Staged fine-tuning: head trained; now training all layers at a lower rate.")
+            reporter.event("info", message="Staged fine-tuning: head trained; now training all layers at a lower rate.")
         lr = _poly_lr(config.learning_rate * (staged.later_lr_factor if stage == 2 and staged else 1.0), progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
