@@ -117,6 +117,7 @@ def test_events_stream_while_the_worker_runs_and_cancel_stops_it_with_a_checkpoi
     assert (job.directory / "checkpoints" / "checkpoint_last.pt").is_file()
     cancelled = [e for e in job.poll() if e["kind"] == "cancelled"]
     assert cancelled and cancelled[0]["checkpoint"].endswith("checkpoint_last.pt")
+    assert job.status().iteration == cancelled[0]["iteration"] == status.iteration  # one count everywhere
     assert not any(pid_alive(pid) for pid in pids)  # the whole process tree is gone
     assert lock_holder("cpu") is None
     assert not (tmp_path / "model").exists()  # no partial model
