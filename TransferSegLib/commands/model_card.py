@@ -92,14 +92,33 @@ def _compact(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _step_text(step: Dict[str, Any]) -> str:
+    """One intensity step ('window -175..250 -> 0..1', 'zscore over nonzero'); old single objects too."""
+    op = str(step.get("op") or step.get("kind") or "?")
+    text = op
+    if step.get("low") is not None and step.get("high") is not None and op in ("window", "clip", "percentile"):
+        text += f" {step['low']:g}..{step['high']:g}"
+    if step.get("over") not in (None, "all") or step.get("nonzero"):
+        text += f" over {step.get('over') or 'nonzero'}"
+    if step.get("out_min") is not None and step.get("out_max") is not None and op in ("window", "rescale", "percentile"):
+        text += f" -> {step['out_min']:g}..{step['out_max']:g}"
+    return text
+
+
 def _recipe_text(recipe: Dict[str, Any]) -> str:
     parts = []
     if recipe.get("orientation"):
         parts.append(f"orientation {recipe['orientation']}")
     parts.append(f"spacing {_compact(recipe['spacing'])} mm" if recipe.get("spacing") else "spacing as stored")
-    rest = {k: v for k, v in recipe.items() if k not in ("orientation", "spacing")}
-    if rest:
-        parts.append(_compact(rest))
+    steps = recipe.get("intensity")
+    steps = steps if isinstance(steps, list) else [steps] if isinstance(steps, dict) else []
+    if steps:
+        parts.append("intensity " + ", then ".join(_step_text(s) for s in steps if isinstance(s, dict)))
+    if recipe.get("crop_foreground"):
+        parts.append(f"crop to the foreground (> {recipe.get('crop_threshold', '?')}, margin "
+                     f"{recipe.get('crop_margin_mm', '?')} mm)")
+    if recipe.get("resize"):
+        parts.append(f"resize to {_compact(recipe['resize'])} ({recipe.get('resize_mode', '')})")
     return "; ".join(parts)
 
 
@@ -154,6 +173,8 @@ def format_card(data: Dict[str, Any], width: int = 100) -> str:
         rows.append(("network", f"{target}, {network.get('in_channels', '?')} in / {network.get('out_channels', '?')} out channels"))
     if data.get("recipe"):
         rows.append(("recipe", _recipe_text(data["recipe"])))
+        if data["recipe"].get("source"):
+            rows.append(("recipe from", str(data["recipe"]["source"])))
     if data.get("patch_size"):
         rows.append(("patch", _compact(data["patch_size"]) + " voxels"))
     rows.extend(_training_lines(data))
