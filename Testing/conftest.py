@@ -1,6 +1,7 @@
 """Suite-wide settings: tests never touch the user's real cache or job folders."""
 
 import os
+import shutil
 
 import pytest
 
@@ -12,6 +13,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TRANSFERSEG_CACHE", str(home / "cache"))
     monkeypatch.delenv("TRANSFERSEG_OFFLINE", raising=False)
     yield
+    shutil.rmtree(home, ignore_errors=True)  # job folders and downloads of this test: not kept past it
 
 
 def pytest_configure(config):

@@ -24,6 +24,16 @@ def test_the_warning_hook_prints_one_line_without_source(capsys):
     assert capsys.readouterr().err == "warning: 'x.mrc': no orientation in the header; assuming RAS\n"
 
 
+def test_log_records_are_one_line_too():
+    import logging
+
+    from TransferSegLib.cli import _LevelPrefix
+
+    record = logging.LogRecord("TransferSegLib", logging.WARNING, "x.py", 1,
+                               "the model catalog is not available;\n showing local models", None, None)
+    assert _LevelPrefix().format(record) == "warning: the model catalog is not available; showing local models"
+
+
 def test_info_events_are_plain_lines_and_warnings_one_line():
     stream = io.StringIO()
     printer = ProgressPrinter(stream)

@@ -4,12 +4,13 @@ Each subcommand lives in ``commands/<name>.py`` with ``add_parser(subparsers)``
 and ``run(args) -> int``; its parser carries help text for every option and an
 example in its epilog (``Testing/test_cli_help.py`` walks them all). Expected
 errors (``TransferSegError``) print their message and exit non-zero; only
-unexpected ones show a traceback. Python warnings reach the terminal as one
-``warning: ...`` line each.
+unexpected ones show a traceback. Python warnings and log records reach the
+terminal as one ``warning: ...`` line each.
 """
 
 import argparse
 import importlib
+import logging
 import sys
 import warnings
 from typing import Iterator, List, Optional, Tuple
@@ -83,6 +84,25 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {text}", file=file or sys.stderr, flush=True)
 
 
+class _LevelPrefix(logging.Formatter):
+    """'warning: <message>' (the level in lower case, as the CLI's own lines read)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+def _terminal_logging() -> Optional[logging.Handler]:
+    """Log records of WARNING and above on stderr in the CLI's one-line form, unless logging is configured."""
+    root = logging.getLogger()
+    if root.handlers:
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_LevelPrefix())
+    root.addHandler(handler)
+    return handler
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -91,6 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     previous = warnings.showwarning
     warnings.showwarning = _one_line_warning
+    handler = _terminal_logging()
     try:
         return int(args.func(args) or 0)
     except TransferSegError as exc:
@@ -101,6 +122,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     finally:
         warnings.showwarning = previous
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
 
 
 if __name__ == "__main__":  # pragma: no cover
