@@ -81,3 +81,21 @@ def test_cheap_checks_name_the_missing_file_or_model(tmp_path):
     spec.check_inputs()
     with pytest.raises(CaseError, match="no training cases"):
         JobSpec(output="m").check_inputs()
+
+
+def test_a_relative_missing_file_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = JobSpec(base="none", output="m", cases=[{"image": "scans/ct.nii.gz", "label": "scans/seg.nii.gz"}])
+    with pytest.raises(CaseError) as error:
+        spec.check_inputs()
+    assert f"looked for it at '{tmp_path / 'scans' / 'ct.nii.gz'}'" in str(error.value)
+    assert "worker" not in str(error.value)
+
+
+def test_the_unselected_policy_and_checkpoint_choice_travel_through_spec_json(tmp_path):
+    original = _finetune_spec(tmp_path)
+    original.cases[0].unselected = "unannotated"
+    original.keep_checkpoints = True
+    JobSpec.from_finetune_spec(original).save(tmp_path / "spec.json")
+    back = JobSpec.load(tmp_path / "spec.json").to_finetune_spec()
+    assert back.cases[0].unselected == "unannotated" and back.keep_checkpoints
