@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from TransferSegLib.data.grid import (DIRECTION_ATOL, ORIGIN_ATOL_MM, SPACING_RTOL, Grid, grid_problems,
+                                     lattice_permutation, permute_onto)
 from TransferSegLib.errors import CaseError
 from TransferSegLib.names import label_color
 
@@ -345,13 +347,13 @@ def _onto_reference(label: sitk.Image, reference: sitk.Image, path: str) -> sitk
     ``check_same_grid`` to report."""
     if label.GetSize() == reference.GetSize() and not _grid_problems(reference, label):
         return label
-    same_spacing = np.allclose(label.GetSpacing(), reference.GetSpacing(), rtol=1e-4, atol=0.0)
-    same_direction = np.allclose(label.GetDirection(), reference.GetDirection(), atol=1e-4)
+    same_spacing = np.allclose(label.GetSpacing(), reference.GetSpacing(), rtol=SPACING_RTOL, atol=0.0)
+    same_direction = np.allclose(label.GetDirection(), reference.GetDirection(), rtol=0.0, atol=DIRECTION_ATOL)
     if not (same_spacing and same_direction):
         return label
     start = np.array(reference.TransformPhysicalPointToContinuousIndex(label.GetOrigin()))
     offset = np.round(start).astype(int)
-    tolerance = 1e-3 / np.array(reference.GetSpacing())  # 1e-3 mm in voxels
+    tolerance = ORIGIN_ATOL_MM / np.array(reference.GetSpacing())  # in voxels
     if not np.all(np.abs(start - offset) <= np.maximum(tolerance, 1e-6)):
         return label
     ref_size = np.array(reference.GetSize())
@@ -374,30 +376,15 @@ def _onto_reference(label: sitk.Image, reference: sitk.Image, path: str) -> sitk
 
 # --- grids ----------------------------------------------------------------------------------------
 
-def _rounded(values, digits: int) -> Tuple[float, ...]:
-    return tuple(round(float(v), digits) for v in values)
-
-
 def _grid_problems(image: sitk.Image, label: sitk.Image) -> List[str]:
-    problems = []
-    if tuple(image.GetSize()) != tuple(label.GetSize()):
-        problems.append(f"size {tuple(image.GetSize())} vs {tuple(label.GetSize())}")
     if image.GetDimension() != label.GetDimension():
-        return problems or [f"dimension {image.GetDimension()} vs {label.GetDimension()}"]
-    if not np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-4, atol=0.0):
-        problems.append(f"spacing {_rounded(image.GetSpacing(), 5)} vs {_rounded(label.GetSpacing(), 5)} mm")
-    if not np.allclose(image.GetOrigin(), label.GetOrigin(), rtol=0.0, atol=1e-3):
-        problems.append(f"origin {_rounded(image.GetOrigin(), 4)} vs {_rounded(label.GetOrigin(), 4)} mm")
-    if not np.allclose(image.GetDirection(), label.GetDirection(), rtol=0.0, atol=1e-4):
-        problems.append(f"direction {_rounded(image.GetDirection(), 4)} vs {_rounded(label.GetDirection(), 4)}")
-    return problems
+        return [f"dimension {image.GetDimension()} vs {label.GetDimension()}"]
+    return grid_problems(Grid.of(image), Grid.of(label))
 
 
 def check_same_grid(image: sitk.Image, label: sitk.Image, image_path: str, label_path: str) -> None:
-    """Refuse a labelmap that is not on the image's voxel grid, saying what differs.
-
-    Tolerances: spacing 1e-4 relative, origin 1e-3 mm, direction cosines 1e-4.
-    """
+    """Refuse a labelmap that is not on the image's voxel grid, saying what differs
+    (``grid.grid_problems``: the one grid check, with its tolerances)."""
     problems = _grid_problems(image, label)
     if problems:
         raise CaseError(
@@ -409,16 +396,13 @@ def check_same_grid(image: sitk.Image, label: sitk.Image, image_path: str, label
 def align_to_image(image: sitk.Image, label: sitk.Image, image_path: str, label_path: str) -> sitk.Image:
     """The labelmap on the image's grid. A labelmap holding the same voxels stored in
     another axis order (e.g. a NIfTI with a flipped y axis next to a DICOM series) is
-    re-indexed exactly; any other difference is refused by ``check_same_grid``.
-    Geometry within tolerance is replaced by the image's own, exactly."""
+    re-indexed exactly (``grid.lattice_permutation``); any other difference is refused
+    by ``check_same_grid``. Geometry within tolerance is replaced by the image's own, exactly."""
     if _grid_problems(image, label) and image.GetDimension() == 3 and label.GetDimension() == 3:
-        code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
-        try:
-            reoriented = sitk.DICOMOrient(label, code)
-        except RuntimeError:
-            reoriented = label
-        if not _grid_problems(image, reoriented):
-            label = reoriented
+        mapping = lattice_permutation(Grid.of(label), Grid.of(image))
+        if mapping is not None:
+            moved = permute_onto(sitk.GetArrayFromImage(label).transpose(2, 1, 0), mapping)
+            label = Grid.of(image).image_from_xyz(moved)
     check_same_grid(image, label, image_path, label_path)
     if label.GetOrigin() != image.GetOrigin() or label.GetSpacing() != image.GetSpacing() \
             or label.GetDirection() != image.GetDirection():
