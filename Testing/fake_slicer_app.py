@@ -112,6 +112,9 @@ class FakeWidget:
     def currentRow(self) -> int:
         return -1
 
+    def setCurrentRow(self, row: int) -> None:
+        pass
+
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
@@ -141,7 +144,9 @@ def load_ui(path: str) -> FakeWidget:
         for prop in element.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 parameter = prop.findtext("string")
-        widgets[element.get("name")] = FakeWidget(element.get("class"), element.get("name"), parameter)
+        widget = FakeWidget(element.get("class"), element.get("name"), parameter)
+        widget.columnCount = len(element.findall("column"))
+        widgets[element.get("name")] = widget
     root.children = widgets
     root.path = path
     return root
@@ -333,9 +338,16 @@ def stand_in(module_path: str, mrml=None) -> Iterator[types.SimpleNamespace]:
 
     saved_package = {name: value for name, value in vars(TransferSegLib).items() if name.startswith("scene")}
     messages: List[str] = []
+    class QObject:  # subclassed by the panel (an event filter): must be a real class
+        def __init__(self, *args):
+            pass
+
     qt = _module("qt", QTimer=lambda *a: Anything("QTimer"), QTableWidgetItem=lambda *a: Anything("QTableWidgetItem"),
                  QListWidgetItem=lambda *a: Anything("QListWidgetItem"), QFileDialog=Anything("QFileDialog"),
-                 Qt=Anything("Qt"), QIcon=lambda *a: Anything("QIcon"), QSettings=lambda *a: Anything("QSettings"))
+                 Qt=Anything("Qt"), QIcon=lambda *a: Anything("QIcon"), QSettings=lambda *a: Anything("QSettings"),
+                 QObject=QObject, QEvent=Anything("QEvent"), QMessageBox=Anything("QMessageBox"),
+                 QHeaderView=Anything("QHeaderView"), QApplication=Anything("QApplication"),
+                 QCursor=lambda *a: Anything("QCursor"))
     ctk = _module("ctk")
     if mrml is not None:
         slicer_module = mrml

@@ -39,8 +39,11 @@ def ui_widgets():
     return {w.get("name"): w for w in root.iter("widget")}
 
 
+PANEL_FILES = [MODULE] + sorted((MODULE.parent / "TransferSegPanel").glob("*.py"))
+
+
 def used_names():
-    source = MODULE.read_text(encoding="utf-8")
+    source = "\n".join(path.read_text(encoding="utf-8") for path in PANEL_FILES)
     return sorted(set(re.findall(r"\bui\.([A-Za-z_]\w*)", source)))
 
 
@@ -65,8 +68,9 @@ def test_workflow_sections_appear_in_order():
     root = ET.parse(UI).getroot()
     sections = [w.findtext("property[@name='text']/string") for w in root.iter("widget")
                 if w.get("class") == "ctkCollapsibleButton"]
-    assert [s.split(".")[0] for s in sections] == ["1", "2", "3", "4", "5"]
+    assert [s.split(".")[0] for s in sections] == ["1", "2", "3", "4", "5", "6"]
     assert "Base model" in sections[0] and "Predict" in sections[3] and "Review" in sections[4]
+    assert "Jobs" in sections[5]
 
 
 def test_node_selectors_follow_the_scene_and_filter_the_right_nodes():
@@ -115,7 +119,7 @@ def test_module_calls_slicer_util_not_the_copies_only_slicer_core_has():
     allowed = r"util|modules|app|mrmlScene|vtk\w*|qMRML\w*|packaging|ScriptedLoadableModule|parameterNodeWrapper|i18n|selfTests"
     pattern = re.compile(rf"(?<![\w/.])slicer\.(?!(?:{allowed})\b)(\w+)")
     offenders = {}
-    for path in [MODULE] + sorted((ROOT / "TransferSegLib").glob("scene*.py")):
+    for path in PANEL_FILES + sorted((ROOT / "TransferSegLib" / "scene").glob("*.py")):
         found = sorted(set(pattern.findall(path.read_text(encoding="utf-8"))))
         if found:
             offenders[path.name] = found
@@ -194,9 +198,14 @@ def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tm
         widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
         widget.setup()
         volume, segmentation = widget.logic.load_sample_case(["liver"])
-        widget._add_case(widget.logic.make_case(volume, segmentation, ["liver"]))
+        widget._apply(widget.logic.add_case(volume, segmentation, ["liver"]))
         widget._updateGUI()
-        assert widget.ui.caseCountLabel.text == "1 training case(s)"
+        assert widget.ui.caseCountLabel.text == "1 case(s)"
+        # The same pair again: the stand-in's dialogs answer "no", so nothing is replaced.
+        again = widget.logic.add_case(volume, segmentation, ["liver"], widget._scene_cases(), sparse=True)
+        assert again.needs_confirmation and "Replace" in again.message
+        widget._apply(again)
+        assert [c.sparse for c in widget._scene_cases()] == [False]
         assert widget.ui.targetLabelsLabel.text == "liver"
         assert widget.ui.startButton.enabled and widget.ui.casesTable.rowCount == 1
 

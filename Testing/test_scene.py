@@ -195,7 +195,7 @@ def test_segmentation_cropped_on_the_same_voxels_is_accepted(mrml_scene):
     reference = volume_from_image(cropped, "cropped ct")
     seg = new_segmentation(reference, {"liver": box((4, 4, 4), (0, 0, 0), (2, 2, 2))})
     scene.check_case(scene.SceneCase(volume, seg, ["liver"]))
-    labels = sitk.GetArrayFromImage(scene.labelmap_from_segments(scene.SceneCase(volume, seg, ["liver"]), ["liver"]))
+    labels = scene.case_voxels(scene.SceneCase(volume, seg, ["liver"]), ["liver"]).labels
     assert labels.sum() == 8 and labels[1:3, 3:5, 2:4].all()  # the crop's voxels, shifted by its origin
 
 
@@ -289,3 +289,15 @@ def test_training_plot_collects_loss_and_dice(mrml_scene):
     assert plot.points() == {"loss": 1, "dice": 1}
     assert plot.chart.GetNumberOfPlotSeriesNodes() == 2
     assert slicer.util.arrayFromTableColumn(plot.loss_table, "loss").tolist() == [1.5]
+
+
+def test_volume_written_straight_to_nrrd_reads_back_with_the_same_voxels_and_geometry(mrml_scene, tmp_path):
+    from TransferSegLib.scene.geometry import write_volume_nrrd
+
+    image = oblique_image(size=(13, 11, 7))
+    volume = volume_from_image(image, "oblique ct")
+    write_volume_nrrd(volume, tmp_path / "ct.nrrd")
+    back = sitk.ReadImage(str(tmp_path / "ct.nrrd"))
+    assert_same_geometry(back, image, tolerance=1e-9)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    assert not list(tmp_path.glob(".partial-*"))

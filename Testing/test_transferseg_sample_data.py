@@ -153,3 +153,28 @@ def test_in_slicer_self_test_passes_on_every_sample(sample_data):
     case.setUp()
     case.test_every_sample_loads_with_named_segments()
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 4
+
+
+def test_registration_uses_the_spelling_of_slicer_5_6_when_that_is_what_slicer_takes():
+    """Slicer 5.6's registerCustomSampleDataSource has ``loadFileType``; 5.8+ ``loadFileTypes``."""
+    spec = importlib.util.spec_from_file_location("TransferSegSampleData_fields", MODULE)
+    with fake_slicer_app.stand_in(str(MODULE)):
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        seen = {}
+
+        def slicer_5_6(category="Custom", sampleName=None, uris=None, fileNames=None, nodeNames=None,
+                       customDownloader=None, thumbnailFileName=None, loadFileType=None, loadFiles=None,
+                       loadFileProperties={}, checksums=None):
+            seen.update(loadFileType=loadFileType, sampleName=sampleName)
+
+        def slicer_5_8(category="Custom", sampleName=None, uris=None, fileNames=None, nodeNames=None,
+                       customDownloader=None, thumbnailFileName=None, loadFileTypes=None, loadFiles=None,
+                       loadFileProperties={}, checksums=None):
+            seen.update(loadFileTypes=loadFileTypes)
+
+        fields = dict(sampleName="x", uris=["a", "b"], fileNames=["a", "b"], loadFileTypes=["VolumeFile", "SegmentationFile"])
+        slicer_5_6(**module.fields_for(slicer_5_6, fields))
+        slicer_5_8(**module.fields_for(slicer_5_8, fields))
+    assert seen == {"loadFileType": ["VolumeFile", "SegmentationFile"], "sampleName": "x",
+                    "loadFileTypes": ["VolumeFile", "SegmentationFile"]}

@@ -113,9 +113,29 @@ def registerSampleData() -> None:
     # Sources hold a function, so two registrations from re-imported code would not compare
     # equal in Slicer's own duplicate check: compare by name instead.
     known = {source.sampleName for source in SampleData.SampleDataLogic.sampleDataSourcesByCategory(CATEGORY)}
+    register = SampleData.SampleDataLogic.registerCustomSampleDataSource
     for fields in sampleDataSources():
         if fields["sampleName"] not in known:
-            SampleData.SampleDataLogic.registerCustomSampleDataSource(**fields)
+            register(**fields_for(register, fields))
+
+
+def fields_for(register, fields: Dict[str, Any]) -> Dict[str, Any]:
+    """The fields in the spelling this Slicer's ``registerCustomSampleDataSource`` takes.
+
+    Slicer 5.6 names the per-file types ``loadFileType`` (singular), 5.8 and later
+    ``loadFileTypes``; passing the other one raises TypeError and the samples would
+    silently be missing. The function's own signature decides.
+    """
+    import inspect
+
+    try:
+        accepted = set(inspect.signature(register).parameters)
+    except (TypeError, ValueError):  # a built-in without a signature: assume the current spelling
+        return dict(fields)
+    result = dict(fields)
+    if "loadFileTypes" in result and "loadFileTypes" not in accepted and "loadFileType" in accepted:
+        result["loadFileType"] = result.pop("loadFileTypes")
+    return {k: v for k, v in result.items() if k in accepted or "kwargs" in accepted}
 
 
 def _make_library_importable() -> None:

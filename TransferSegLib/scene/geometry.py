@@ -129,6 +129,43 @@ def image_from_volume(volume) -> sitk.Image:
     return grid.apply_to(sitk.GetImageFromArray(voxels))
 
 
+_NRRD_TYPES = {"int8": "signed char", "uint8": "uchar", "int16": "short", "uint16": "ushort", "int32": "int",
+               "uint32": "uint", "int64": "longlong", "uint64": "ulonglong", "float32": "float", "float64": "double"}
+
+
+def write_volume_nrrd(volume, path) -> None:
+    """A scalar volume node straight to an uncompressed NRRD file (LPS, exact geometry), atomically.
+
+    Writes the node's voxels without the two copies a SimpleITK round trip makes: a
+    512×512×300 CT takes a fraction of a second. ``path`` is replaced only when complete.
+    """
+    import os
+    from pathlib import Path
+
+    check_scalar(volume)
+    check_untransformed(volume)
+    grid = volume_grid(volume)
+    voxels = slicer.util.arrayFromVolume(volume)  # (k, j, i): i varies fastest, as NRRD stores it
+    kind = _NRRD_TYPES.get(voxels.dtype.name)
+    if kind is None:
+        raise CaseError(f"The volume '{volume.GetName()}' has voxels of type {voxels.dtype}, which cannot be saved.")
+    direction = np.asarray(grid.direction, float).reshape(3, 3)
+    axes = " ".join("(" + ",".join(f"{v:.17g}" for v in direction[:, a] * grid.spacing[a]) + ")" for a in range(3))
+    header = ("NRRD0004\n"
+              f"type: {kind}\ndimension: 3\nspace: left-posterior-superior\n"
+              f"sizes: {' '.join(str(v) for v in grid.size)}\nspace directions: {axes}\n"
+              "kinds: domain domain domain\n"
+              f"endian: {'little' if voxels.dtype.byteorder in ('<', '=', '|') else 'big'}\nencoding: raw\n"
+              f"space origin: ({','.join(f'{v:.17g}' for v in grid.origin)})\n\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(".partial-" + path.name)
+    with open(temporary, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        np.ascontiguousarray(voxels).tofile(handle)
+    os.replace(temporary, path)
+
+
 def volume_from_image(image: sitk.Image, name: str, labelmap: bool = False):
     """A new volume node holding ``image`` with its exact geometry."""
     voxels = sitk.GetArrayFromImage(image)  # (k, j, i)

@@ -4,39 +4,40 @@ From Slicer's Python console, the self-test or a headless test, the same calls
 drive a fine-tune → predict → correct → fine-tune-again loop on scene nodes:
 
     logic = TransferSegLogic()
-    run = logic.start_finetune([SceneCase(ct, seg, ["liver"])], base="default", time_budget_s=300)
-    logic.wait_for_training()             # or poll_training() from a timer
+    added = logic.add_case(ct, seg, ["liver"])           # AddCaseResult: .case, .cases, .needs_confirmation
+    run = logic.start_finetune(added.cases, base="default", time_budget_s=300)
+    logic.wait_for_training()                              # or poll_training() from a timer
     node = logic.predict(other_ct, run.model)
 
-Long work never runs in Slicer's process: training is a job of the job layer and
-prediction a CLI process, both started with ``python`` (``PythonSlicer`` in Slicer,
-injectable for tests). Engine modules that need torch are imported lazily, so the
-module loads in a Slicer without torch or monai.
+Long work never runs in Slicer's process: training is a job of the job layer;
+prediction, downloads, registering a model and comparing segmentations are CLI
+processes, all started with ``python`` (``PythonSlicer`` in Slicer, injectable for
+tests). Nothing here imports torch or MONAI, directly or through the engine.
 """
 
-import datetime
 import importlib.util
 import json
 import os
-import re
 import shutil
-import subprocess
-import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import slicer
 
-from TransferSegLib.errors import CaseError, JobError, ModelError, TransferSegError
+from TransferSegLib.errors import CaseError, ModelError
 from TransferSegLib.names import normalize_label_name
 from TransferSegLib.paths import resources_dir, transferseg_home
-from TransferSegLib.scene import SceneCase, case_from_segmentation, check_case, export_cases, import_prediction, training_labels
-from TransferSegLib.scene.geometry import image_from_volume
+from TransferSegLib.scene.cases import SceneCase
+from TransferSegLib.scene.devices import DeviceProbe, device_list, query_gpus
+from TransferSegLib.scene.export import check_case, describe_slices
 from TransferSegLib.scene.models import ModelRow, model_rows
-from TransferSegLib.scene.plot import TrainingPlot
-from TransferSegLib.scene.process import CommandProcess, default_python
+from TransferSegLib.scene.prediction_logic import PredictionLogic, registered_name
+from TransferSegLib.scene.process import default_python
+from TransferSegLib.scene.review import case_from_segmentation
 from TransferSegLib.scene.runs import PredictionRun, TrainingRun, read_model_card
+from TransferSegLib.scene.tasks import BackgroundTask, last_line_value
+from TransferSegLib.scene.training_logic import STRATEGIES, TrainingLogic, validation_note  # noqa: F401
 
 try:  # the application's base class (parameter node handling); absent from slicer-core
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase
@@ -58,7 +59,6 @@ except ImportError:  # headless MRML: the same singleton parameter node, without
 # Python modules the engine needs at run time (import name → what to tell the user).
 DEPENDENCIES = {"torch": "PyTorch (PyTorch extension)", "monai": "MONAI", "einops": "einops",
                 "psutil": "psutil", "tqdm": "tqdm", "scipy": "SciPy"}
-STRATEGIES = ("last-layers", "decoder", "staged", "full", "scratch")
 
 
 def use_slicer_cache() -> Optional[Path]:
@@ -77,21 +77,18 @@ def use_slicer_cache() -> Optional[Path]:
     return folder
 
 
-def _catalog():
-    try:
-        from TransferSegLib.models import catalog
-    except ImportError as exc:
-        raise ModelError(
-            "This TransferSeg has no model catalog: use the shipped 'default' model or a model folder."
-        ) from exc
-    return catalog
+@dataclass
+class AddCaseResult:
+    """What "Add current case" did: ``cases`` is the new list; nothing changed while confirmation is needed."""
+
+    case: SceneCase
+    cases: List[SceneCase] = field(default_factory=list)
+    replaced: bool = False
+    needs_confirmation: bool = False
+    message: str = ""
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:40] or "model"
-
-
-class TransferSegLogic(_LogicBase):
+class TransferSegLogic(TrainingLogic, PredictionLogic, _LogicBase):
     """Everything the panel does, callable without it. ``python`` runs the workers."""
 
     def __init__(self, python: Optional[str] = None, work_root: Optional[str] = None):
@@ -101,12 +98,15 @@ class TransferSegLogic(_LogicBase):
         self.work_root = Path(work_root) if work_root else transferseg_home()
         self.training: Optional[TrainingRun] = None
         self.prediction: Optional[PredictionRun] = None
+        self.task: Optional[BackgroundTask] = None  # a download or model registration
+        self.devices: Optional[DeviceProbe] = None
 
     # --- dependencies ---------------------------------------------------------------------------
 
     @staticmethod
     def missing_dependencies() -> List[str]:
-        """Import names of engine dependencies not installed in this Python."""
+        """Import names of engine dependencies not installed in this Python (asked afresh each time)."""
+        importlib.invalidate_caches()
         return [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
 
     @staticmethod
@@ -123,220 +123,106 @@ class TransferSegLogic(_LogicBase):
     def requirements_path() -> str:
         return str(resources_dir() / "requirements.txt")
 
-    # --- devices ----------------------------------------------------------------------------------
+    # --- devices --------------------------------------------------------------------------------
 
     @staticmethod
     def available_devices() -> List[Tuple[str, str]]:
-        """(device, label) pairs: each CUDA GPU with its memory, then the CPU.
+        """(device, label) pairs: automatic, each CUDA GPU with its memory, the CPU (blocking; console use)."""
+        return device_list(query_gpus())
 
-        Asks ``nvidia-smi`` rather than torch, so listing GPUs costs Slicer no CUDA context.
-        """
-        devices: List[Tuple[str, str]] = []
-        smi = shutil.which("nvidia-smi")
-        if smi:
-            try:
-                out = subprocess.run([smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=10).stdout
-                for line in out.strip().splitlines():
-                    index, name, memory = [p.strip() for p in line.split(",")[:3]]
-                    devices.append((f"cuda:{index}", f"GPU {index}: {name} ({float(memory) / 1024:.0f} GB)"))
-            except (OSError, ValueError, subprocess.SubprocessError):
-                devices = []
-        label = "Automatic (first GPU, else CPU)" if devices else "Automatic (CPU: no CUDA GPU found)"
-        return [("auto", label)] + devices + [("cpu", "CPU (slow: 10-50x slower than a GPU)")]
+    def start_device_query(self) -> DeviceProbe:
+        """Look for GPUs in the background; the panel shows ``self.devices.devices()`` and refreshes when ready."""
+        self.devices = DeviceProbe()
+        return self.devices
 
-    # --- base models --------------------------------------------------------------------------
+    # --- base models ----------------------------------------------------------------------------
 
     def base_models(self) -> List[ModelRow]:
-        """The model table: shipped default, catalog models, the user's fine-tuned models, scratch."""
+        """The model table: shipped default, catalog models, the user's fine-tuned models, scratch (no torch)."""
         return model_rows(resources_dir(), self.work_root)
 
-    @staticmethod
-    def download_base_model(name: str, progress: Optional[Callable[[int, int], None]] = None):
-        """Download (and verify) a catalog model; ``progress(done_bytes, total_bytes)``."""
-        catalog = _catalog()
-        return catalog.download_model(name, progress=progress)
+    def _task_folder(self, kind: str) -> Path:
+        folder = self.work_root / "tasks" / kind
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
-    @staticmethod
-    def add_local_model(path: str, name: Optional[str] = None):
-        """Register a model folder, checkpoint or MONAI bundle; returns its catalog name."""
+    def start_download(self, name: str) -> BackgroundTask:
+        """Download (and verify) a catalog model in a worker; poll ``task``, read ``task.percent()``."""
+        if self.task is not None and self.task.poll() is None:
+            raise ModelError(f"A {self.task.kind} is still running: wait for it or cancel it.")
+        self.task = BackgroundTask("download", ["models", "download", name], self._task_folder("download"),
+                                   python=self.python, parse=last_line_value)
+        return self.task
+
+    def add_local_model(self, path: str, name: Optional[str] = None):
+        """A model folder is used as it is (its card is read, no torch); a checkpoint or bundle is
+        registered by a worker (it builds the network to check the weights): returns the task."""
         if (Path(path) / "model.json").is_file():
-            read_model_card(path)  # a fine-tuned model folder is usable as it is
+            read_model_card(path)
             return str(Path(path).resolve())
-        catalog = _catalog()
-        return catalog.add_user_model(path, name=name)
+        if self.task is not None and self.task.poll() is None:
+            raise ModelError(f"A {self.task.kind} is still running: wait for it or cancel it.")
+        args = ["models", "import-bundle", str(path)] + (["--name", name] if name else [])
+        self.task = BackgroundTask("model registration", args, self._task_folder("register"), python=self.python,
+                                   parse=registered_name)
+        return self.task
 
-    # --- cases --------------------------------------------------------------------------------
+    def delete_model(self, row: ModelRow) -> None:
+        """Delete one of the user's fine-tuned model folders (shipped and catalog models are not deletable here)."""
+        if row.source != "fine-tuned":
+            raise ModelError(f"'{row.title or row.name}' is not one of your fine-tuned models; only those can be "
+                             f"deleted here.")
+        folder = Path(row.name)
+        read_model_card(folder)  # refuse anything that is not a model folder
+        shutil.rmtree(folder)
+
+    # --- cases ----------------------------------------------------------------------------------
 
     @staticmethod
-    def make_case(volume, segmentation, segments: Sequence[str]) -> SceneCase:
-        case = SceneCase(volume, segmentation, list(segments))
+    def make_case(volume, segmentation, segments: Sequence[str], sparse: bool = False,
+                  validation: bool = False) -> SceneCase:
+        """A checked case (one read of the segmentation; raises ``CaseError`` naming what is wrong)."""
+        case = SceneCase(volume, segmentation, list(segments), sparse=sparse, validation=validation)
         check_case(case)
         return case
 
-    @staticmethod
-    def case_from_correction(segmentation, volume=None) -> SceneCase:
-        return case_from_segmentation(segmentation, volume)
+    def add_case(self, volume, segmentation, segments: Sequence[str], cases: Sequence[SceneCase] = (),
+                 sparse: bool = False, validation: bool = False, replace: bool = False) -> AddCaseResult:
+        """Check a case and add it to ``cases``; a case with the same nodes is replaced only with ``replace``.
 
-    # --- fine-tuning --------------------------------------------------------------------------
-
-    def start_finetune(
-        self,
-        cases: Sequence[SceneCase],
-        base: str = "default",
-        strategy: str = "last-layers",
-        time_budget_s: Optional[float] = 600.0,
-        iterations: Optional[int] = None,
-        device: str = "auto",
-        labels: Optional[Sequence[str]] = None,
-        name: str = "",
-        seed: int = 0,
-        train: Optional[Dict[str, Any]] = None,
-        plot: bool = True,
-    ) -> TrainingRun:
-        """Export the cases and start a fine-tuning job; returns at once.
-
-        ``labels`` default to the ticked segment names of all cases, in order; when
-        ``base`` is a model folder (fine-tuning again) its classes keep their values.
+        Without ``replace``, an existing case with the same volume and segmentation
+        gives ``needs_confirmation`` and leaves the list as it was: the panel asks first.
         """
-        if self.training is not None and self.training.running:
-            raise JobError(f"A fine-tuning job is already running ({self.training.directory}): stop it first.")
-        if strategy not in STRATEGIES:
-            raise TransferSegError(f"Unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}.")
-        if str(base).strip().lower() in ("none", "scratch") and strategy != "scratch":
-            raise ModelError(f"Without a base model there are no pretrained weights for the '{strategy}' strategy: "
-                             f"pick a base model, or the 'scratch' strategy.")
-        previous: List[str] = []
-        if Path(str(base)).is_dir() and (Path(str(base)) / "model.json").is_file():
-            # Keep the previous model's order for the classes the cases still annotate.
-            ticked = {normalize_label_name(n) for case in cases for n in case.segments}
-            previous = [n for n in read_model_card(base)["labels"][1:] if normalize_label_name(n) in ticked]
-        target = list(labels) if labels else training_labels(cases, previous)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        model_name = name or f"{'-'.join(_slug(n) for n in target[:3])}-{stamp}"
-        directory = self.work_root / "jobs" / f"{stamp}-{_slug(model_name)}"
-        while directory.exists():
-            directory = directory.with_name(directory.name + "x")
-        exported, target = export_cases(cases, directory / "cases", target)
-        output = self.work_root / "models" / _slug(model_name)
-        for round_number in range(2, 1000):  # each round keeps its own model folder
-            if not output.exists():
-                break
-            output = output.with_name(f"{_slug(model_name)}-{round_number}")
-        settings = dict(train or {})
-        settings.setdefault("time_budget", time_budget_s)
-        settings.setdefault("iterations", iterations)
-        patch_size = settings.pop("patch_size", None)  # overrides the base model's patch size
-        from TransferSegLib.jobs.api import start_job
-        from TransferSegLib.jobs.spec import JobSpec
+        case = SceneCase(volume, segmentation, list(segments), sparse=sparse, validation=validation)
+        checked = check_case(case)
+        return self._add(case, cases, replace, describe_slices(case, checked) if sparse else "")
 
-        spec = JobSpec(base=str(base), cases=exported, val_cases=[], labels=target, strategy=strategy,
-                       output=str(output), train=settings, device=device, seed=seed, name=model_name,
-                       patch_size=list(patch_size) if patch_size else None)
-        job = start_job(spec, directory, python=self.python)
-        self.training = TrainingRun(job=job, directory=Path(directory), output=output, labels=target,
-                                    plot=TrainingPlot(f"TransferSeg {model_name}") if plot else None)
-        return self.training
+    def _add(self, case: SceneCase, cases: Sequence[SceneCase], replace: bool, slices: str) -> AddCaseResult:
+        listed = list(cases)
+        where = next((i for i, c in enumerate(listed) if c.same_nodes(case)), None)
+        detail = f" ({slices} annotated)" if slices else ""
+        if where is not None and not replace:
+            old = listed[where]
+            return AddCaseResult(case, listed, needs_confirmation=True, message=(
+                f"'{case.name}' with '{case.segmentation.GetName()}' is already a training case (segments: "
+                f"{', '.join(old.segments)}). Replace it with the segments {', '.join(case.segments)}{detail}?"))
+        if where is not None:
+            listed[where] = case
+            return AddCaseResult(case, listed, replaced=True,
+                                 message=f"Replaced the case '{case.name}'{detail}.")
+        listed.append(case)
+        return AddCaseResult(case, listed, message=f"Added '{case.name}' ({', '.join(case.segments)}){detail}.")
 
-    def attach_training(self, directory) -> TrainingRun:
-        """Follow a job started earlier (e.g. before Slicer restarted); replays its events."""
-        from TransferSegLib.jobs.api import Job
+    def add_correction(self, segmentation, reviewed: Optional[Sequence[str]], cases: Sequence[SceneCase] = (),
+                       replace: bool = False, sparse: bool = False) -> AddCaseResult:
+        """A corrected prediction as a case: only the ``reviewed`` segments are ground truth."""
+        case = case_from_segmentation(segmentation, reviewed, sparse=sparse)
+        return self._add(case, cases, replace, "")
 
-        job = Job.attach(Path(directory))
-        spec = getattr(job, "spec", None)
-        run = TrainingRun(job=job, directory=Path(directory), output=Path(getattr(spec, "output", "") or directory),
-                          labels=list(getattr(spec, "labels", []) or []), plot=TrainingPlot("TransferSeg training"))
-        self.training = run
-        self.poll_training()
-        return run
-
-    def poll_training(self) -> List[Dict[str, Any]]:
-        """New events of the running job, applied to its state and plot (call from a timer)."""
-        run = self.training
-        if run is None:
-            return []
-        events = run.job.poll()
-        for event in events:
-            run.apply(event)
-        if run.running and not events:
-            run.check_worker(run.job.status())
-        return events
-
-    def cancel_training(self) -> None:
-        if self.training is not None and self.training.running:
-            self.training.job.cancel()
-
-    def wait_for_training(self, timeout: Optional[float] = None, interval: float = 0.5,
-                          on_events: Optional[Callable[[List[Dict[str, Any]]], None]] = None) -> TrainingRun:
-        """Block until the job ends (console and self-test use; the panel polls instead)."""
-        if self.training is None:
-            raise JobError("No fine-tuning job was started.")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            events = self.poll_training()
-            if on_events is not None and events:
-                on_events(events)
-            if not self.training.running:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel_training()
-                raise JobError(f"The fine-tuning job did not finish within {timeout:.0f} s and was stopped.")
-            time.sleep(interval)
-        if self.training.state == "failed":
-            raise TransferSegError(self.training.error or "Fine-tuning failed.")
-        return self.training
-
-    # --- prediction ---------------------------------------------------------------------------
-
-    def start_prediction(self, volume, model_dir, device: str = "auto", tta: bool = False,
-                         largest_component: bool = False) -> PredictionRun:
-        """Export the volume and start predicting it in a worker process; returns at once."""
-        if self.prediction is not None and self.prediction.process.poll() is None:
-            raise JobError("A prediction is already running: wait for it or stop it.")
-        card = read_model_card(model_dir)
-        import SimpleITK as sitk
-
-        folder = Path(tempfile.mkdtemp(prefix="predict-", dir=str(self._ensure(self.work_root / "predictions"))))
-        image_path = folder / "image.nrrd"
-        sitk.WriteImage(image_from_volume(volume), str(image_path), useCompression=True)
-        output = folder / "prediction.nii.gz"
-        args = ["predict", "--model", str(model_dir), "--image", str(image_path), "--output", str(output),
-                "--device", device]
-        if tta:
-            args.append("--tta")
-        if largest_component:
-            args.append("--largest-component")
-        process = CommandProcess(args, folder / "predict.log", python=self.python)
-        self.prediction = PredictionRun(process, volume, Path(model_dir), str(card["name"]), list(card["labels"]), output)
-        return self.prediction
-
-    def poll_prediction(self):
-        """None while predicting; then the new segmentation node (raises if prediction failed)."""
-        run = self.prediction
-        if run is None:
-            return None
-        code = run.process.poll()
-        if code is None:
-            return None
-        self.prediction = None
-        if code != 0 or not run.output.is_file():
-            raise run.process.failure()
-        node = import_prediction(run.output, run.volume, run.model_name, run.labels)
-        shutil.rmtree(run.output.parent, ignore_errors=True)
-        return node
-
-    def cancel_prediction(self) -> None:
-        if self.prediction is not None:
-            self.prediction.process.cancel()
-            shutil.rmtree(self.prediction.output.parent, ignore_errors=True)
-            self.prediction = None
-
-    def predict(self, volume, model_dir, device: str = "auto", tta: bool = False,
-                largest_component: bool = False, timeout: Optional[float] = None):
-        """Predict and wait: the new segmentation node "<volume> – <model>"."""
-        run = self.start_prediction(volume, model_dir, device, tta, largest_component)
-        run.process.wait(timeout)
-        return self.poll_prediction()
+    @staticmethod
+    def case_from_correction(segmentation, reviewed: Optional[Sequence[str]] = None, volume=None) -> SceneCase:
+        return case_from_segmentation(segmentation, reviewed, volume)
 
     # --- sample data and self-test ---------------------------------------------------------------
 
@@ -345,7 +231,7 @@ class TransferSegLogic(_LogicBase):
         """The shipped TotalSegmentator example CT and the chosen classes of its labelmap, as new nodes."""
         import SimpleITK as sitk
 
-        from TransferSegLib.scene import load_case_into_scene
+        from TransferSegLib.scene.imports import load_case_into_scene
 
         folder = resources_dir() / "SampleData" / "TotalSegmentator"
         try:
@@ -365,8 +251,3 @@ class TransferSegLogic(_LogicBase):
         return {"base": "default" if pretrained else "none", "strategy": "last-layers" if pretrained else "scratch",
                 "iterations": 20, "time_budget_s": None, "device": "auto",
                 "train": {"patch_size": [32, 32, 32], "batch_size": 2, "val_every": 20, "patience": 0}}
-
-    @staticmethod
-    def _ensure(folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder

@@ -62,15 +62,19 @@ class CommandProcess:
             raise JobError(f"'transferseg {self.args[0]}' did not finish within {timeout:.0f} s and was stopped.") from exc
 
     def cancel(self) -> None:
-        """Stop the process and every process it started."""
+        """Stop the process and every process it started, without making the caller wait.
+
+        The tree is killed (SIGKILL); the exit is reaped by a later ``poll`` if it has
+        not happened within a second, so Cancel in the panel never blocks.
+        """
         self.cancelled = True
         if self.process.poll() is not None:
             return
-        kill_tree([self.process.pid])
+        kill_tree([self.process.pid], timeout=1.0)
         try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - the OS refused to kill
-            self.process.kill()
+            self.process.wait(1.0)
+        except subprocess.TimeoutExpired:  # pragma: no cover - reaped by a later poll()
+            pass
 
     def log_tail(self, lines: int = 20) -> List[str]:
         try:

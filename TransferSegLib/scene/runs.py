@@ -5,6 +5,7 @@ line with ETA, the percentage, the final model or the error message to show.
 """
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -138,5 +139,6 @@ class PredictionRun:
     model_name: str
     labels: List[str]
     output: Path
+    started: float = field(default_factory=time.monotonic)
 
 
