@@ -301,3 +301,27 @@ def test_volume_written_straight_to_nrrd_reads_back_with_the_same_voxels_and_geo
     assert_same_geometry(back, image, tolerance=1e-9)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
     assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_every_class_name_of_the_shipped_label_tables_has_a_terminology_entry():
+    import json
+    from pathlib import Path
+
+    from TransferSegLib.scene.terminology import terminology_entry
+
+    root = Path(__file__).resolve().parent.parent / "Resources"
+    names = set()
+    for table in json.loads((root / "SampleData" / "TotalSegmentator" / "label_names.json").read_text()).values():
+        names.update(table.values())
+    catalog = json.loads((root / "Models" / "catalog.json").read_text())
+    for entry in catalog["models"] if isinstance(catalog, dict) else catalog:
+        names.update(entry.get("labels") or [])
+    names.update(json.loads((root / "Models" / "default" / "model.json").read_text())["labels"])
+    names.discard("background")
+    assert len(names) > 100
+    missing = sorted(n for n in names if terminology_entry(n) is None)
+    assert not missing, f"no terminology entry for {missing}"
+    assert "SCT^64033007^Kidney~SCT^7771000^Left" in terminology_entry("kidney_left")
+    assert "SCT^113197003^Rib~SCT^24028007^Right" in terminology_entry("rib_right_7")
+    assert "SCT^122495006^" in terminology_entry("vertebrae_T7")
+    assert terminology_entry("my own structure") is None

@@ -29,7 +29,7 @@ class CasesSection:
         names = segment_names(node)
         chosen = remembered(node, TICKS)
         if chosen is None and node is not None:
-            volume = (self._parameterNode.caseVolume if self._parameterNode else None) or source_volume(node)
+            volume = source_volume(node) or (self._parameterNode.caseVolume if self._parameterNode else None)
             try:
                 with WaitCursor():
                     chosen = non_empty_segments(node, volume) if volume is not None else names
@@ -95,7 +95,7 @@ class CasesSection:
         rows = [texts.case_row(c.volume.GetName() if c.volume else "(deleted)",
                                c.segmentation.GetName() if c.segmentation else "(deleted)",
                                c.segments, c.sparse, c.slices, c.validation) for c in p.cases]
-        fill_table(self.ui.casesTable, rows)
+        fill_table(self.ui.casesTable, rows, fit=(3,))
         cases = self._scene_cases()
         self.ui.caseCountLabel.text = texts.case_count(len(cases), sum(c.validation for c in cases))
 

@@ -51,19 +51,18 @@ class WaitCursor:
         return False
 
 
-def fill_table(table, rows: Sequence[Sequence[str]], tooltips: Sequence[str] = ()) -> None:
-    """Rows of text; the first column stretches, the others fit their contents."""
+def fill_table(table, rows: Sequence[Sequence[str]], tooltips: Sequence[str] = (), fit: Sequence[int] = ()) -> None:
+    """Rows of text in a table that fits the panel: the ``fit`` columns take their contents' width,
+    the others share the rest (long names are elided, the full text is in the tooltip)."""
     table.setRowCount(len(rows))
     for row, texts in enumerate(rows):
         for column, text in enumerate(texts):
             item = qt.QTableWidgetItem(str(text))
-            if row < len(tooltips) and tooltips[row]:
-                item.setToolTip(tooltips[row])
+            item.setToolTip(tooltips[row] if row < len(tooltips) and tooltips[row] else str(text))
             table.setItem(row, column, item)
     header = table.horizontalHeader()
-    header.setSectionResizeMode(0, qt.QHeaderView.Stretch)
-    for column in range(1, table.columnCount):
-        header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
+    for column in range(table.columnCount):
+        header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents if column in fit else qt.QHeaderView.Stretch)
 
 
 def fill_ticks(widget, names: Sequence[str], ticked: Sequence[str]) -> None:

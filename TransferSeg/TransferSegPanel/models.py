@@ -18,7 +18,7 @@ class ModelsSection:
             logging.warning(f"TransferSeg: model list unavailable: {exc}")
             self._models = []
         fill_table(self.ui.modelsTable, [texts.model_row(m) for m in self._models],
-                   [", ".join(m.classes) for m in self._models])
+                   [", ".join(m.classes) for m in self._models], fit=(1, 2, 3, 4))
         current = self._parameterNode.baseModel if self._parameterNode else "default"
         for row, entry in enumerate(self._models):
             if entry.name == current:

@@ -82,7 +82,7 @@ class PredictSection:
             return True
         self._comparison = None
         if done:
-            fill_table(self.ui.metricsTable, texts.metric_rows(task.result))
+            fill_table(self.ui.metricsTable, texts.metric_rows(task.result), fit=(1, 2))
         else:
             fill_table(self.ui.metricsTable, [])
             slicer.util.errorDisplay(f"The comparison failed.\n\n{task.error}", windowTitle="TransferSeg")

@@ -70,8 +70,11 @@ class TrainingSection:
     def _last_job(self) -> str:
         if self._parameterNode and self._parameterNode.jobDirectory:
             return self._parameterNode.jobDirectory
-        value = qt.QSettings().value(LAST_JOB)
-        return str(value) if value and Path(str(value)).is_dir() else ""
+        value = qt.QSettings().value(LAST_JOB)  # found even when the scene was not saved: only while it runs
+        if not value or not Path(str(value)).is_dir():
+            return ""
+        row = self.logic.jobs.row(str(value))
+        return str(value) if row is not None and row.running else ""
 
     def _reattach(self, directory: str) -> None:
         try:
@@ -146,7 +149,7 @@ class TrainingSection:
         except TransferSegError as exc:
             logging.warning(f"TransferSeg: cannot list jobs: {exc}")
             self._jobs = []
-        fill_table(self.ui.jobsTable, [texts.job_row(r) for r in self._jobs], [r.directory for r in self._jobs])
+        fill_table(self.ui.jobsTable, [texts.job_row(r) for r in self._jobs], [r.directory for r in self._jobs], fit=(1, 2))
 
     def _selected_job(self):
         row = self.ui.jobsTable.currentRow()

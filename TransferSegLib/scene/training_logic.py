@@ -117,8 +117,10 @@ class TrainingLogic:
         from TransferSegLib.jobs.api import start_job
         from TransferSegLib.jobs.spec import JobSpec
 
-        # No silent hold-out: without chosen validation cases, validate on the training cases.
-        spec = JobSpec(base=str(base), cases=trained, val_cases=held or list(trained), labels=target,
+        # No silent hold-out: without chosen validation cases, validate on the training cases (the engine
+        # does that by itself below 3 cases; from 3 on it would hold 20 % out, so they are passed explicitly).
+        validate_on = held or (list(trained) if len(trained) >= 3 else [])
+        spec = JobSpec(base=str(base), cases=trained, val_cases=validate_on, labels=target,
                        strategy=strategy, output=str(output), train=settings, device=device, seed=seed,
                        name=model_name, patch_size=list(patch_size) if patch_size else None)
         job = start_job(spec, directory, python=self.python)
