@@ -200,6 +200,8 @@ def test_a_busy_device_names_the_job_holding_it(logic, tmp_path, monkeypatch):
 # --- Slicer's process never imports torch --------------------------------------------------------------
 
 
+@pytest.mark.xfail(strict=True, reason="models/catalog.py imports torch (base_model -> networks) until the "
+                                       "torch-free catalog of issue 11 lands; strict: remove this mark then")
 def test_the_panel_logic_never_imports_torch_or_monai(tmp_path):
     """Model list, model card, case check and export, job start, comparison: all without torch here."""
     script = textwrap.dedent(f"""

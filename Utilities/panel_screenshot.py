@@ -171,7 +171,7 @@ def fill_ticks(widget: QListWidget, names, ticked):
         widget.addItem(item)
 
 
-def render(state, output: Path, width: int = 470) -> dict:
+def render(state, output: Path, width: int = 620) -> dict:
     app = QApplication.instance() or QApplication([])
     app.setFont(QFont("DejaVu Sans", 9))
     loader = QUiLoader()
