@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TransferSegLib.data.cases import Case, cases_from_manifest, cases_from_pairs, load_case
+from TransferSegLib.data.cases import Case, cases_from_pairs, load_case
+from TransferSegLib.data.manifest import cases_from_manifest
 from TransferSegLib.errors import CaseError
 from TransferSegLib.data.imageio import write_labelmap
 
@@ -146,7 +147,7 @@ def test_manifest_entries_naming_missing_files_are_refused_naming_the_entry(tmp_
     ({"labels": {}}, "labels"),
     ({"labels": {"background": 0, "tumor": [1, 2], "core": [2]}}, "overlapping regions"),
     ({"numTraining": 5}, "numTraining=5"),
-    ({"channel_names": {"0": "T1", "1": "T2"}}, "2 input channels"),
+    ({"channel_names": {"0": "T1", "1": "T2"}}, "declares 2 channels"),
 ])
 def test_bad_manifests_are_refused_naming_the_manifest(tmp_path, change, words):
     with pytest.raises(CaseError) as error:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TransferSegLib.data.cases import cases_from_manifest, cases_from_pairs, load_case, select_labels
+from TransferSegLib.data.cases import cases_from_pairs, load_case, select_labels
+from TransferSegLib.data.manifest import cases_from_manifest
 from TransferSegLib.data.label_names import read_label_table
 from TransferSegLib.data.label_selection import SelectedClass, parse_labels
 from TransferSegLib.errors import CaseError

@@ -95,7 +95,8 @@ def _split(text: str) -> List[str]:
 
 def build_spec(args):
     """The ``ExperimentSpec`` the options describe (shared by the command and the job worker)."""
-    from TransferSegLib.data.cases import cases_from_manifest, cases_from_pairs
+    from TransferSegLib.data.cases import cases_from_pairs
+    from TransferSegLib.data.manifest import cases_from_manifest
     from TransferSegLib.errors import CaseError
     from TransferSegLib.evaluation.experiment import ExperimentSpec
     from TransferSegLib.training.train import TrainConfig

@@ -43,7 +43,10 @@ def add_parser(sub) -> None:
     p.add_argument("--base", default="default",
                    help="base model: catalog name, 'default' (shipped), a model folder or bundle, or 'none' (scratch)")
     p.add_argument("--dataset", metavar="DATASET_JSON", help="nnU-Net / Decathlon style dataset.json")
-    p.add_argument("--image", action="append", default=[], help="training image (repeat with --label)")
+    p.add_argument("--image", action="append", default=[],
+                   help="training image (repeat with --label); a case of several channels: FILE,FILE,... or "
+                        "NAME=FILE,NAME=FILE,... (names as the base model's channels, e.g. T1c=a.nii.gz,T1=b.nii.gz), "
+                        "or one 4D file")
     p.add_argument("--label", action="append", default=[], help="training labelmap (.nii.gz, .nrrd, .seg.nrrd)")
     p.add_argument("--val-image", action="append", default=[],
                    help="validation image (repeat with --val-label); without: 1 in 5 cases when there are 3 or more")
@@ -110,7 +113,8 @@ def _pairs(images: List[str], labels: List[str], args, what: str):
 
 def spec_from_args(args):
     """A FinetuneSpec from parsed arguments (shared with the job layer and the demo)."""
-    from TransferSegLib.data.cases import cases_from_manifest, select_labels
+    from TransferSegLib.data.cases import select_labels
+    from TransferSegLib.data.manifest import cases_from_manifest
     from TransferSegLib.data.label_selection import parse_labels
     from TransferSegLib.training.finetune import FinetuneSpec
     from TransferSegLib.data.recipe import Recipe

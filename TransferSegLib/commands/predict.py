@@ -11,7 +11,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True,
                    help="fine-tuned model folder (model.json + model.pt), or a base model to predict with as it is: "
                         "'default', a catalog or registered name, a MONAI bundle")
-    p.add_argument("--image", required=True, help="image file (NIfTI, NRRD, MHA, .mrc) or DICOM folder")
+    p.add_argument("--image", required=True,
+                   help="image file (NIfTI, NRRD, MHA, .mrc) or DICOM folder; a model of several channels: "
+                        "FILE,FILE,... or NAME=FILE,... in any order (matched to the model's channel names), "
+                        "or one 4D file")
     p.add_argument("--output", required=True, help="output labelmap: .nii.gz or .seg.nrrd (named, colored segments)")
     p.add_argument("--device", default="auto", help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--tta", action="store_true", help="average mirrored predictions (slower, smoother)")

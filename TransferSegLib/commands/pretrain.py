@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from TransferSegLib.data.cases import cases_from_manifest, cases_from_pairs
+    from TransferSegLib.data.cases import cases_from_pairs
+    from TransferSegLib.data.manifest import cases_from_manifest
     from TransferSegLib.errors import CaseError
     from TransferSegLib.progress import ProgressPrinter
     from TransferSegLib.training.train import TrainConfig

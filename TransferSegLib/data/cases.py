@@ -4,24 +4,25 @@ Two facts matter as much as the voxels: *which classes* a case annotates (partia
 labels: an organ nobody drew is unknown, not background) and *where* it was
 annotated (sparse labels: only some slices drawn). Both travel with the case into
 the loss. Inputs come as repeated --image/--label pairs or an nnU-Net v2 / Medical
-Segmentation Decathlon ``dataset.json``.
+Segmentation Decathlon ``dataset.json`` (``data.manifest``).
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
-from TransferSegLib.data.imageio import align_to_image, is_seg_nrrd, read_image, read_labelmap, read_segment_names
+from TransferSegLib.data.channels import parse_image_argument, read_channels
+from TransferSegLib.data.imageio import align_to_image, is_seg_nrrd, read_labelmap, read_segment_names
 from TransferSegLib.data.label_names import read_label_table
 from TransferSegLib.data.label_selection import REFUSE, LabelSelection, check_unselected, parse_labels
 from TransferSegLib.names import index_by_name, normalize_label_name
 
-_CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name", "unselected")
+_CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name", "unselected", "channels",
+                "channel_names")
 _NAME_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mrc")
 
 
@@ -37,6 +38,11 @@ class Case:
     becomes: ``background``, ``unannotated`` (no label: left out of the loss), or
     ``refuse`` (an error: the names were meant to cover every value).
     Several values may carry one name: they merge into one class.
+
+    A case of several co-registered images (``data.channels``) lists them in
+    ``channels`` (``image`` is then the first), with ``channel_names`` when they were
+    named; ``image`` given as a list, or as ``a,b`` / ``T1=a,T2=b`` text (one
+    ``--image``), means the same.
     """
 
     image: str
@@ -46,9 +52,23 @@ class Case:
     region: Optional[str] = None
     name: str = ""
     unselected: str = REFUSE
+    channels: List[str] = field(default_factory=list)
+    channel_names: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.image = str(self.image)
+        if isinstance(self.image, (list, tuple)):
+            self.channels = [str(p) for p in self.image]
+        elif ("," in str(self.image) or "=" in str(self.image)) and not Path(str(self.image)).exists():
+            self.channels, names = parse_image_argument(str(self.image))
+            self.channel_names = self.channel_names or names
+        self.channels = [str(p) for p in (self.channels or [])]
+        self.channel_names = [str(n) for n in (self.channel_names or [])]
+        if self.channel_names and len(self.channel_names) != len(self.channels):
+            raise CaseError(f"Case {self.image!r}: {len(self.channel_names)} channel names for "
+                            f"{len(self.channels)} channel files.")
+        self.image = self.channels[0] if self.channels else str(self.image)
+        if len(self.channels) == 1:
+            self.channels, self.channel_names = [], []
         self.label = str(self.label) if self.label else None
         self.region = str(self.region) if self.region else None
         if not self.name:
@@ -74,7 +94,24 @@ class Case:
                 "annotated": self.annotated, "region": self.region, "name": self.name}
         if self.unselected != REFUSE:  # only when set, so that older workers still read the spec
             data["unselected"] = self.unselected
+        if self.channels:
+            data["channels"] = list(self.channels)
+            if self.channel_names:
+                data["channel_names"] = list(self.channel_names)
         return data
+
+    @property
+    def images(self) -> List[str]:
+        """The channel files in order (one file for a single-channel case)."""
+        return list(self.channels) if self.channels else [self.image]
+
+    def with_channels(self, paths: List[str]) -> "Case":
+        """This case with its channel files in the given (model's) order."""
+        data = self.to_dict()
+        data.pop("channel_names", None)
+        data["channels"] = list(paths) if len(paths) > 1 else []
+        data["image"] = paths[0]
+        return Case.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Case":
@@ -105,6 +142,12 @@ class LoadedCase:
     annotated: np.ndarray
     present: np.ndarray
     region: Optional[sitk.Image] = None
+    channels: List[sitk.Image] = field(default_factory=list)
+
+    @property
+    def network_input(self):
+        """What preprocessing takes: the image, or the list of channel images."""
+        return self.channels if len(self.channels) > 1 else self.image
 
     def annotated_labels(self, target_labels: List[str]) -> List[str]:
         """The target class names (without background) this case provides."""
@@ -156,142 +199,10 @@ def select_labels(cases: List[Case], selection: LabelSelection, unselected: Opti
             given = {normalize_label_name(n) for n in case.annotated}
             annotated = sorted({t for v, t in names.items()
                                 if normalize_label_name(case.label_names.get(v, t)) in given})
-        out.append(Case(image=case.image, label=case.label, label_names=names, annotated=annotated,
+        out.append(Case(image=case.images, channel_names=case.channel_names, label=case.label, label_names=names,
+                        annotated=annotated,
                         region=case.region, name=case.name, unselected=unselected or case.unselected))
     return out
-
-
-# --- manifests ------------------------------------------------------------------------------------
-
-def _resolve(root: Path, entry: Any, manifest: Path, where: str) -> str:
-    if not isinstance(entry, str) or not entry:
-        raise CaseError(f"Dataset manifest '{manifest}', {where}: expected a file path, got {entry!r}.")
-    path = Path(entry).expanduser()
-    path = path if path.is_absolute() else (root / path)
-    if not path.exists():
-        raise CaseError(f"Dataset manifest '{manifest}', {where}: '{path}' does not exist.")
-    return str(path.resolve())
-
-
-def _manifest_labels(labels: Any, manifest: Path) -> Dict[int, str]:
-    """value → name; nnU-Net's ``"liver": [1, 2]`` merges values 1 and 2 into one class."""
-    if not isinstance(labels, dict) or not labels:
-        raise CaseError(f"Dataset manifest '{manifest}' has no 'labels' table (value → name or name → value).")
-    names: Dict[int, str] = {}
-    for key, value in labels.items():
-        if str(key).strip().isdigit():  # Decathlon: value → name
-            values, name = [int(key)], str(value)
-        elif isinstance(value, int) and not isinstance(value, bool):  # nnU-Net v2: name → value
-            values, name = [value], str(key)
-        elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            values, name = list(value), str(key)  # nnU-Net v2 region: here a merge of values
-        else:
-            raise CaseError(f"Dataset manifest '{manifest}': label '{key}' maps to {value!r}; give a value "
-                            f"(\"liver\": 5), a list of values to merge (\"liver\": [1, 2]) or value → name.")
-        for number in values:
-            if number in names and number != 0 and normalize_label_name(names[number]) != normalize_label_name(name):
-                raise CaseError(f"Dataset manifest '{manifest}': value {number} belongs to both '{names[number]}' and "
-                                f"'{name}'; overlapping regions are not supported, give each value one class.")
-            names[number] = name
-    names.pop(0, None)
-    return names
-
-
-def _extra_fields(entry: Dict[str, Any], names: Dict[int, str], root: Path, manifest: Path, where: str) -> Dict[str, Any]:
-    extra: Dict[str, Any] = {}
-    if entry.get("annotated") is not None:
-        annotated = entry["annotated"]
-        if isinstance(annotated, str) or not isinstance(annotated, list) or not all(isinstance(n, str) for n in annotated):
-            raise CaseError(f"Dataset manifest '{manifest}', {where}: 'annotated' must be a list of class names.")
-        known = {normalize_label_name(n) for n in names.values()}
-        unknown = [n for n in annotated if normalize_label_name(n) not in known]
-        if unknown:
-            raise CaseError(f"Dataset manifest '{manifest}', {where}: 'annotated' names {unknown}, which are not "
-                            f"among the labels {sorted(names.values())}.")
-        extra["annotated"] = list(annotated)
-    if entry.get("region"):
-        extra["region"] = _resolve(root, entry["region"], manifest, f"{where} 'region'")
-    if entry.get("name"):
-        extra["name"] = str(entry["name"])
-    return extra
-
-
-def _single_channel(data: Dict[str, Any], manifest: Path) -> None:
-    channels = data.get("channel_names", data.get("modality"))
-    if isinstance(channels, dict) and len(channels) > 1:
-        raise CaseError(f"Dataset manifest '{manifest}' declares {len(channels)} input channels "
-                        f"({', '.join(map(str, channels.values()))}): TransferSeg trains on single-channel images.")
-
-
-def cases_from_manifest(path: str) -> Tuple[List[Case], Dict[str, Any]]:
-    """Cases from an nnU-Net v2 or Decathlon ``dataset.json``; returns (cases, extras).
-
-    Decathlon: ``labels`` value → name and ``training: [{image, label}]``.
-    nnU-Net v2: ``labels`` name → value, ``file_ending``, ``imagesTr/<id>_0000<ending>``
-    with ``labelsTr/<id><ending>`` (or a ``dataset`` object of entries). Entries may
-    add ``annotated`` (class names) and ``region`` (a mask path). ``labels`` may name
-    only the classes wanted (``{"5": "liver"}``) and merge values (``"liver": [1, 2]``);
-    values it does not name are background, or unannotated with the manifest's
-    ``"unselected": "unannotated"``. Extras: the manifest's ``name``, ``description``, ``modality``/``channel_names``,
-    ``file_ending`` and ``labels`` (class names in value order).
-    """
-    manifest = Path(path).expanduser()
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CaseError(f"Cannot read dataset manifest '{manifest}': {exc}") from exc
-    except ValueError as exc:
-        raise CaseError(f"Dataset manifest '{manifest}' is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CaseError(f"Dataset manifest '{manifest}' must hold a JSON object.")
-    names = _manifest_labels(data.get("labels"), manifest)
-    policy = check_unselected(data.get("unselected", "background"), f"Dataset manifest '{manifest}': 'unselected'")
-    _single_channel(data, manifest)
-    root = manifest.parent
-    cases: List[Case] = []
-    if data.get("training"):
-        entries = data["training"]
-        if not isinstance(entries, list):
-            raise CaseError(f"Dataset manifest '{manifest}': 'training' must be a list of {{image, label}} entries.")
-        for i, entry in enumerate(entries):
-            where = f"training entry {i}"
-            if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
-                raise CaseError(f"Dataset manifest '{manifest}', {where}: needs 'image' and 'label', got {entry!r}.")
-            image = entry["image"][0] if isinstance(entry["image"], list) and len(entry["image"]) == 1 else entry["image"]
-            cases.append(Case(image=_resolve(root, image, manifest, f"{where} 'image'"),
-                              label=_resolve(root, entry["label"], manifest, f"{where} 'label'"),
-                              label_names=dict(names), unselected=policy,
-                              **_extra_fields(entry, names, root, manifest, where)))
-    elif isinstance(data.get("dataset"), dict):
-        for case_id, entry in data["dataset"].items():
-            where = f"dataset entry '{case_id}'"
-            images = entry.get("images") if isinstance(entry, dict) else None
-            if not isinstance(images, list) or len(images) != 1 or not entry.get("label"):
-                raise CaseError(f"Dataset manifest '{manifest}', {where}: needs 'images' (one file) and 'label'.")
-            extra = _extra_fields(entry, names, root, manifest, where)
-            extra.setdefault("name", str(case_id))
-            cases.append(Case(image=_resolve(root, images[0], manifest, f"{where} 'images'"),
-                              label=_resolve(root, entry["label"], manifest, f"{where} 'label'"),
-                              label_names=dict(names), unselected=policy, **extra))
-    else:
-        ending = data.get("file_ending", ".nii.gz")
-        for image in sorted((root / "imagesTr").glob(f"*_0000{ending}")):
-            case_id = image.name[: -len(f"_0000{ending}")]
-            label = root / "labelsTr" / f"{case_id}{ending}"
-            if not label.exists():
-                raise CaseError(f"Dataset manifest '{manifest}', case '{case_id}': no labelmap '{label}'.")
-            cases.append(Case(image=str(image), label=str(label), label_names=dict(names), name=case_id,
-                              unselected=policy))
-    if not cases:
-        raise CaseError(f"Dataset manifest '{manifest}' lists no training cases (no 'training' list, and no "
-                        f"imagesTr/*_0000{data.get('file_ending', '.nii.gz')} files next to it).")
-    expected = data.get("numTraining")
-    if isinstance(expected, int) and expected != len(cases):
-        raise CaseError(f"Dataset manifest '{manifest}' says numTraining={expected} but lists {len(cases)} cases: "
-                        f"correct numTraining or the case list.")
-    extras = {k: data[k] for k in ("name", "description", "modality", "channel_names", "file_ending") if k in data}
-    extras["labels"] = list(dict.fromkeys(names[v] for v in sorted(names)))
-    return cases, extras
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -325,15 +236,18 @@ def load_case(case: Case, target_labels: List[str]) -> LoadedCase:
     class is annotated when the case names it (and lists it in ``case.annotated``,
     if given); other labelled voxels become 0, or leave the annotated region
     (``case.unselected == "unannotated"``). Overlapping ``.seg.nrrd`` segments are
-    refused only when both are selected.
+    refused only when both are selected. Every channel of a multi-channel case is
+    read and checked to lie on channel 0's grid (the labelmap's reference).
     """
-    image = read_image(case.image)
+    channels = read_channels(case.images)
+    image = channels[0]
     n = len(target_labels)
     annotated = np.zeros(n, bool)
     annotated[0] = True
     present = np.zeros(n, bool)
     if not case.label:
-        return LoadedCase(case.name, image, None, annotated, present, _region(case, image) if case.region else None)
+        return LoadedCase(case.name, image, None, annotated, present, _region(case, image) if case.region else None,
+                          channels=channels)
     seg = is_seg_nrrd(case.label)
     names = {v: s for v, s in (case.label_names or (read_segment_names(case.label) if seg else {})).items() if v != 0}
     if not names:
@@ -372,4 +286,4 @@ def load_case(case: Case, target_labels: List[str]) -> LoadedCase:
             known = ~unknown if region is None else (sitk.GetArrayViewFromImage(region) > 0) & ~unknown
             region = sitk.GetImageFromArray(known.astype(np.uint8))
             region.CopyInformation(image)
-    return LoadedCase(case.name, image, label, annotated, present, region)
+    return LoadedCase(case.name, image, label, annotated, present, region, channels=channels)

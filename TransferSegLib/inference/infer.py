@@ -47,7 +47,8 @@ def sliding_window_probabilities(
     options: Optional[InferenceOptions] = None,
     flip_axes: Sequence[int] = (),
 ) -> np.ndarray:
-    """Softmax probabilities ``(C, X, Y, Z)`` for a preprocessed image ``(X, Y, Z)``.
+    """Softmax probabilities ``(C, X, Y, Z)`` for a preprocessed image ``(X, Y, Z)``
+    (or ``(channels, X, Y, Z)`` for a multi-channel input).
 
     With ``options.tta`` the image is also predicted mirrored along each of
     ``flip_axes`` and the un-mirrored probabilities averaged.
@@ -55,7 +56,8 @@ def sliding_window_probabilities(
     from monai.inferers import sliding_window_inference
 
     options = options or InferenceOptions()
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    x = (x[None] if x.dim() == 4 else x[None, None]).to(device)
     roi = [int(p) for p in patch_size]
     use_amp = bool(options.amp and device.type == "cuda")
     variants: List[Tuple[int, ...]] = [()]
@@ -114,17 +116,25 @@ class Prediction:
 def predict_image(
     model: nn.Module,
     info: BaseModel,
-    image: sitk.Image,
+    image,
     device: str = "auto",
     options: Optional[InferenceOptions] = None,
     keep_probabilities: bool = False,
     uncertainty: bool = False,
 ) -> Prediction:
-    """Predict a labelmap for ``image`` in its own geometry."""
+    """Predict a labelmap for ``image`` (an image, or a list of channel images in
+    the model's channel order) in its own geometry."""
     options = options or InferenceOptions()
     dev = resolve_device(device)
     model.to(dev)
-    array, prep = preprocess_image(image, info.recipe)
+    channels = [image] if isinstance(image, sitk.Image) else list(image)
+    expected = int(info.network.args.get("in_channels", 1))
+    if len(channels) != expected:
+        raise ModelError(f"The model '{info.name}' reads {expected} channel(s)"
+                         f"{' (' + ', '.join(info.card.get('input_channels') or []) + ')' if info.card else ''}, "
+                         f"but {len(channels)} image(s) were given.")
+    array, prep = preprocess_image(channels[0] if len(channels) == 1 else channels, info.recipe)
+    image = channels[0]
     flips = tuple(info.card.get("training", {}).get("flip_axes", (1, 2))) if info.card else (1, 2)
     probs = sliding_window_probabilities(model, array, info.patch_size, dev, options, flip_axes=flips)
     restored = restore_probabilities(probs, prep)
@@ -152,18 +162,26 @@ def predict_file(
     uncertainty_path: Optional[Path] = None,
     overlap: float = 0.5,
 ) -> Prediction:
-    """Read an image, predict, and write the labelmap (.nii.gz or .seg.nrrd) atomically."""
-    from TransferSegLib.data.imageio import read_image, write_labelmap
+    """Read an image, predict, and write the labelmap (.nii.gz or .seg.nrrd) atomically.
+
+    ``image_path`` may name several channel files (``data.channels``: ``a,b`` or
+    ``T1c=a,T1=b``, or a 4D file); they are put in the model's channel order."""
+    from TransferSegLib.data.channels import order_channels, parse_image_argument, read_channels
+    from TransferSegLib.data.imageio import write_labelmap
     from TransferSegLib.names import label_color
 
     output_path = Path(output_path)
     if not (str(output_path).endswith((".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha"))):
         raise ModelError(f"Output '{output_path}' must end in .nii.gz, .nii, .seg.nrrd, .nrrd or .mha.")
     model, info = load_model(Path(model_dir), "cpu")
-    image = read_image(str(image_path))
+    paths, names = ([str(image_path)], []) if Path(image_path).exists() else parse_image_argument(str(image_path))
+    paths = order_channels(paths, names, list(info.card.get("input_channels") or []) if info.card else [],
+                           int(info.network.args.get("in_channels", 1)), f"--image '{image_path}'")
+    channels = read_channels(paths)
+    image = channels[0]
     options = InferenceOptions(overlap=overlap, tta=tta, largest_component=largest_component)
     prediction = predict_image(
-        model, info, image, device, options,
+        model, info, channels if len(channels) > 1 else image, device, options,
         keep_probabilities=probabilities_path is not None,
         uncertainty=uncertainty_path is not None,
     )

@@ -17,6 +17,7 @@ import torch
 from TransferSegLib.training.augment import AugmentConfig
 from TransferSegLib.models.base_model import BaseModel, resolve_base_model
 from TransferSegLib.data.cases import Case, load_case
+from TransferSegLib.data.channels import channel_count, order_channels
 from TransferSegLib.errors import CaseError, ModelError
 from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
 from TransferSegLib.models.model_dir import base_weights, save_model_dir
@@ -84,7 +85,7 @@ def target_label_list(labels: Sequence[str], base: Optional[BaseModel], cases: S
 
 def _prepare(case: Case, labels: List[str], recipe: Recipe) -> PreparedCase:
     loaded = load_case(case, labels)
-    image, info = preprocess_image(loaded.image, recipe)
+    image, info = preprocess_image(loaded.network_input, recipe)
     if loaded.label is None:
         raise CaseError(f"Case '{loaded.name}' ({case.image}) has no labelmap: training cases need one.")
     label = preprocess_labels(loaded.label, info).astype(np.uint8)
@@ -92,6 +93,28 @@ def _prepare(case: Case, labels: List[str], recipe: Recipe) -> PreparedCase:
     if loaded.region is not None:
         region = preprocess_labels(loaded.region, info) > 0
     return PreparedCase(loaded.name, image.astype(np.float32), label, np.asarray(loaded.annotated, bool), region)
+
+
+def input_channels(base: Optional[BaseModel]) -> Tuple[List[str], Optional[int]]:
+    """The channel names and count a base model's network reads (no base: any count)."""
+    if base is None:
+        return [], None
+    names = [str(n) for n in (base.card.get("input_channels") or [])] if base.card else []
+    return names, int(base.network.args.get("in_channels", len(names) or 1))
+
+
+def order_case_channels(cases: Sequence[Case], base: Optional[BaseModel]) -> List[Case]:
+    """Each case's channel files in the base model's channel order (matched by name
+    when the case names them); a scratch model takes the cases' common count."""
+    names, count = input_channels(base)
+    if count is None:
+        counts = {channel_count(c.images) for c in cases}
+        if len(counts) > 1:
+            raise CaseError(f"The cases have different numbers of channels ({sorted(counts)}): give every case "
+                            f"the same channels.")
+        return list(cases)
+    return [c.with_channels(order_channels(c.images, c.channel_names, names, count, f"Case '{c.name}'"))
+            for c in cases]
 
 
 def _split_validation(cases: List[Case], seed: int) -> Tuple[List[Case], List[Case]]:
@@ -112,12 +135,13 @@ def _check_patch(patch: Sequence[int], spec: NetworkSpec) -> Tuple[int, int, int
 
 
 def build_target_model(
-    base: Optional[BaseModel], labels: List[str], strategy: str, seed: int
+    base: Optional[BaseModel], labels: List[str], strategy: str, seed: int, in_channels: int = 1
 ) -> Tuple[torch.nn.Module, NetworkSpec, Dict[str, Any]]:
-    """The network to train: the base network with a head for ``labels``, weights transferred."""
+    """The network to train: the base network with a head for ``labels``, weights transferred
+    (``in_channels``: the cases' channel count, for a network trained from scratch)."""
     torch.manual_seed(seed)
     if base is None:
-        spec = default_network_spec(1, len(labels))
+        spec = default_network_spec(in_channels, len(labels))
         return build_network(spec), spec, {"transfer": "none (trained from scratch)"}
     spec = base.network.with_out_channels(len(labels))
     model = build_network(spec)
@@ -159,7 +183,9 @@ def run_finetune(
     if device.type == "cpu":
         reporter.event("warning", message="Training on the CPU: expect it to be 10-50x slower than on a CUDA GPU.")
 
-    train_list, val_list = (spec.cases, spec.val_cases) if spec.val_cases else _split_validation(spec.cases, config.seed)
+    cases, val_cases = order_case_channels(spec.cases, base), order_case_channels(spec.val_cases, base)
+    channel_names = input_channels(base)[0] or (cases[0].channel_names if len(cases[0].images) > 1 else [])
+    train_list, val_list = (cases, val_cases) if val_cases else _split_validation(cases, config.seed)
     prepared_train = [_prepare(c, labels, recipe) for c in train_list]
     prepared_val = [_prepare(c, labels, recipe) for c in val_list]
     provided = np.any([c.annotated for c in prepared_train], axis=0)
@@ -175,7 +201,8 @@ def run_finetune(
         validation_on_training = True
         reporter.event("warning", message="Fewer than 3 cases: validation Dice is measured on the training cases.")
 
-    model, net_spec, transfer_info = build_target_model(base, labels, strategy, config.seed)
+    model, net_spec, transfer_info = build_target_model(base, labels, strategy, config.seed,
+                                                        in_channels=channel_count(cases[0].images))
     patch = _check_patch(spec.patch_size or (base.patch_size if base is not None else config.patch_size or DEFAULT_PATCH), net_spec)
     config.patch_size = patch
     flips = AugmentConfig.for_labels(labels).flip_axes
@@ -211,6 +238,7 @@ def run_finetune(
         "labels": labels,
         "recipe": recipe.to_dict(),
         "patch_size": list(patch),
+        "input_channels": list(channel_names),
         "modality": base.modality if base is not None else "CT",
         "license": base.license if base is not None else "",
         "non_commercial": bool(base.non_commercial) if base is not None else False,

@@ -16,7 +16,8 @@ _MAX_INDICES_PER_CLASS = 20000
 
 @dataclass
 class PreparedCase:
-    """A case on the model's grid, ready to sample: arrays are (X, Y, Z)."""
+    """A case on the model's grid, ready to sample: arrays are (X, Y, Z); a
+    multi-channel image is (C, X, Y, Z) on the label's grid."""
 
     name: str
     image: np.ndarray
@@ -40,11 +41,13 @@ class PreparedCase:
 
 
 def _pad_to(array: np.ndarray, size: Sequence[int], value: float) -> Tuple[np.ndarray, Tuple[int, ...]]:
-    pads = [max(0, int(s) - d) for s, d in zip(size, array.shape)]
+    """Pad the last three axes up to ``size`` (leading channel axes untouched)."""
+    lead = array.ndim - 3
+    pads = [max(0, int(s) - d) for s, d in zip(size, array.shape[lead:])]
     if not any(pads):
         return array, (0, 0, 0)
     before = tuple(p // 2 for p in pads)
-    widths = [(b, p - b) for b, p in zip(before, pads)]
+    widths = [(0, 0)] * lead + [(b, p - b) for b, p in zip(before, pads)]
     return np.pad(array, widths, mode="constant", constant_values=value), before
 
 
@@ -60,7 +63,7 @@ def sample_patch(
     image, offset = _pad_to(case.image, patch_size, pad_value)
     label, _ = _pad_to(case.label, patch_size, 0)
     region, _ = _pad_to(region, patch_size, 0)
-    shape = np.array(image.shape)
+    shape = np.array(image.shape[-3:])
     size = np.array(patch_size)
     if case.class_voxels and rng.random() < foreground_ratio:
         cls = list(case.class_voxels)[rng.integers(len(case.class_voxels))]
@@ -71,7 +74,7 @@ def sample_patch(
         start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, size)])
     start = np.clip(start, 0, shape - size)
     sl = tuple(slice(int(a), int(a + p)) for a, p in zip(start, size))
-    return image[sl], label[sl], region[sl].astype(bool)
+    return image[(Ellipsis,) + sl], label[sl], region[sl].astype(bool)
 
 
 def sample_batch(
@@ -81,12 +84,12 @@ def sample_batch(
     rng: np.random.Generator,
     foreground_ratio: float = 0.67,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A batch: images (B, 1, X, Y, Z), labels (B, X, Y, Z), regions, annotated (B, C)."""
+    """A batch: images (B, C, X, Y, Z) (C = 1 for one-channel cases), labels (B, X, Y, Z), regions, annotated (B, C)."""
     images, labels, regions, annotated = [], [], [], []
     for _ in range(batch_size):
         case = cases[rng.integers(len(cases))]
         img, lab, reg = sample_patch(case, patch_size, rng, foreground_ratio)
-        images.append(img[None])
+        images.append(img[None] if img.ndim == 3 else img)
         labels.append(lab)
         regions.append(reg)
         annotated.append(case.annotated)
