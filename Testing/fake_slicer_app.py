@@ -332,7 +332,7 @@ REPLACED = ("qt", "ctk", "slicer", "slicer.util", "slicer.ScriptedLoadableModule
 def stand_in(module_path: str, mrml=None) -> Iterator[types.SimpleNamespace]:
     """Install the stand-in; ``mrml`` is a real slicer-core ``slicer`` module to build on, or None."""
     saved_modules = {name: sys.modules.get(name) for name in sys.modules
-                     if name in REPLACED or name.startswith("TransferSegLib.scene")}
+                     if name in REPLACED or name.startswith(("TransferSegLib.scene", "TransferSegPanel"))}
     saved_modules.update({name: sys.modules.get(name) for name in REPLACED})
     import TransferSegLib
 
@@ -378,7 +378,7 @@ def stand_in(module_path: str, mrml=None) -> Iterator[types.SimpleNamespace]:
                                                  Default=Default)
     slicer_module.i18n = _module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
     for name in list(sys.modules):
-        if name.startswith("TransferSegLib.scene") or name == "TransferSeg":
+        if name.startswith(("TransferSegLib.scene", "TransferSegPanel")) or name == "TransferSeg":
             del sys.modules[name]
     sys.modules.update({"qt": qt, "ctk": ctk, "slicer": slicer_module, "slicer.util": util,
                         "slicer.ScriptedLoadableModule": slicer_module.ScriptedLoadableModule,
@@ -388,7 +388,7 @@ def stand_in(module_path: str, mrml=None) -> Iterator[types.SimpleNamespace]:
         yield types.SimpleNamespace(slicer=slicer_module, messages=messages)
     finally:
         for name in list(sys.modules):
-            if name.startswith("TransferSegLib.scene") or name == "TransferSeg":
+            if name.startswith(("TransferSegLib.scene", "TransferSegPanel")) or name == "TransferSeg":
                 del sys.modules[name]
         for name, module in saved_modules.items():
             if module is None:

@@ -228,3 +228,32 @@ def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tm
         assert widget.ui.startButton.text == "Start fine-tuning" and widget.ui.finetuneAgainButton.enabled
         assert not app.messages
     application.scene.Clear(1)
+
+
+def test_a_busy_device_is_explained_in_the_panel_with_buttons_not_a_shell_command(monkeypatch, tmp_path):
+    slicer_fixture = pytest.importorskip("slicer_fixture")
+    real = pytest.importorskip("slicer")
+    from TransferSegLib.jobs.lock import DeviceLock
+
+    application = slicer_fixture.MRMLApplication()
+    monkeypatch.setattr(real, "mrmlScene", application.scene, raising=False)
+    monkeypatch.setattr(real, "modules", application.modules, raising=False)
+    monkeypatch.syspath_prepend(str(MODULE.parent))
+    with fake_slicer_app.stand_in(str(MODULE), mrml=real) as app:
+        import TransferSeg
+
+        widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
+        widget.setup()
+        assert widget.ui.welcomeLabel.visible and "Start here" in widget.ui.welcomeLabel.text
+        volume, segmentation = widget.logic.load_sample_case(["liver"])
+        widget._apply(widget.logic.add_case(volume, segmentation, ["liver"]))
+        widget._updateGUI()
+        assert not widget.ui.welcomeLabel.visible  # the first step is done
+        p = widget._parameterNode
+        p.device, p.strategy = "cpu", "scratch"
+        with DeviceLock("cpu", str(tmp_path / "jobs" / "someone-elses-job")):
+            widget._start("none")
+        assert widget.logic.training is None and not app.messages  # no error dialog: explained in place
+        assert widget.ui.busyDeviceWidget.visible
+        assert "someone-elses-job" in widget.ui.busyDeviceLabel.text and "transferseg job" not in widget.ui.busyDeviceLabel.text
+    application.scene.Clear(1)

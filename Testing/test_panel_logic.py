@@ -111,6 +111,8 @@ def test_a_case_with_the_same_nodes_is_replaced_only_after_confirmation(logic):
     assert [c.segments for c in second.cases] == [["liver", "kidney"]]  # unchanged until the user agrees
     third = logic.add_case(volume, seg, ["liver"], first.cases, replace=True)
     assert third.replaced and [c.segments for c in third.cases] == [["liver"]]
+    agreed = logic.confirm_replace(second)  # what the panel does once the user said yes
+    assert agreed.replaced and [c.segments for c in agreed.cases] == [["liver"]]
 
 
 def test_empty_ticked_segments_are_named_and_default_ticks_are_the_non_empty_ones(logic):

@@ -69,12 +69,12 @@ class CasesSection:
             self._apply(self.logic.add_case(p.caseVolume, p.caseSegmentation, ticked(self.ui.segmentsList),
                                             self._scene_cases(), sparse=p.sparse))
 
-    def _apply(self, result, again=None) -> None:
+    def _apply(self, result) -> None:
         """Store the new case list; an existing case is replaced only after the user agreed."""
         if result.needs_confirmation:
             if not slicer.util.confirmYesNoDisplay(result.message, windowTitle="TransferSeg"):
                 return
-            result = again() if again else self.logic._add(result.case, result.cases, True, "")
+            result = self.logic.confirm_replace(result)
         self._store_cases(result.cases)
         self.ui.trainingStatusLabel.text = result.message
 
@@ -116,8 +116,7 @@ class CasesSection:
         node = self._parameterNode.correctedSegmentation
         reviewed = ticked(self.ui.reviewedSegmentsList)
         with ErrorDisplay("The corrected segmentation cannot be used as a training case.", wait=True):
-            result = self.logic.add_correction(node, reviewed, self._scene_cases())
-            self._apply(result, again=lambda: self.logic.add_correction(node, reviewed, self._scene_cases(), replace=True))
+            self._apply(self.logic.add_correction(node, reviewed, self._scene_cases()))
 
     def onEditSegmentation(self) -> None:
         """The Segment Editor on the corrected segmentation, with the volume it was predicted on."""

@@ -214,6 +214,10 @@ class TransferSegLogic(TrainingLogic, PredictionLogic, _LogicBase):
         listed.append(case)
         return AddCaseResult(case, listed, message=f"Added '{case.name}' ({', '.join(case.segments)}){detail}.")
 
+    def confirm_replace(self, result: AddCaseResult) -> AddCaseResult:
+        """The user agreed: replace the existing case with ``result.case`` (already checked)."""
+        return self._add(result.case, result.cases, True, "")
+
     def add_correction(self, segmentation, reviewed: Optional[Sequence[str]], cases: Sequence[SceneCase] = (),
                        replace: bool = False, sparse: bool = False) -> AddCaseResult:
         """A corrected prediction as a case: only the ``reviewed`` segments are ground truth."""
