@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parser(sub)
     for _path, each in iter_parsers(parser):
         each.formatter_class = HelpFormatter
+        for action in each._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:  # a subcommand's --help opens with its one-line help
+                    child = action.choices[choice.dest]
+                    if choice.help and not child.description:
+                        child.description = choice.help[:1].upper() + choice.help[1:] + "."
     return parser
 
 

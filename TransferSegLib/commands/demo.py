@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="fine-tune the default model on the sample data and score a held-out CT",
+    p = sub.add_parser("demo", help="fine-tune the default model on the sample data and score a CT of another patient",
                        epilog="example:\n  transferseg demo --output transferseg-demo --time-budget 120")
     p.add_argument("--output", default="transferseg-demo", help="folder for the model and the prediction")
     p.add_argument("--base", default="default", help="base model to fine-tune ('default': the shipped one)")
