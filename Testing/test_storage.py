@@ -57,10 +57,13 @@ def test_a_finished_foreground_finetune_leaves_only_the_model_folder(tmp_path, c
                for line in err.splitlines())
 
 
-def test_a_foreground_run_refused_before_it_starts_leaves_no_job_folder(tmp_path):
-    code = main(["finetune", "--image", str(TS / "example_ct_sm.nii.gz"), "--label", str(tmp_path / "missing.nii.gz"),
-                 "--labels", "liver=5", "--output", str(tmp_path / "liver")] + TINY)
-    assert code == 2 and _jobs() == [] and not (tmp_path / "liver").exists()
+def test_a_foreground_run_refused_before_it_starts_leaves_no_job_folder_unless_kept(tmp_path):
+    args = ["finetune", "--image", str(TS / "example_ct_sm.nii.gz"), "--label", str(tmp_path / "missing.nii.gz"),
+            "--labels", "liver=5", "--output", str(tmp_path / "liver")] + TINY
+    assert main(args) == 2 and _jobs() == [] and not (tmp_path / "liver").exists()
+    assert main(args + ["--keep-job"]) == 2 and len(_jobs()) == 1
+    state = json.loads((transferseg_home() / "jobs" / _jobs()[0] / "state.json").read_text())
+    assert state["state"] == "failed" and "missing.nii.gz" in state["message"]
 
 
 def _spec(tmp_path, **kwargs):
