@@ -315,7 +315,7 @@ def train(
             reporter.event("validation", iteration=state.iteration, dice=last_dice, mean_dice=score, best=state.best_score)
             if config.patience and state.validations_since_best >= config.patience:
                 stopped_early = True
-                reporter.event("warning", message=f"Early stopping: no better validation Dice in {config.patience} validations.")
+                reporter.event("info", message=f"Early stopping: no better validation Dice in {config.patience} validations.")
                 break
         if state.iteration % config.checkpoint_every == 0:
             save_last()
