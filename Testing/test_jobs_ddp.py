@@ -24,7 +24,7 @@ def test_two_processes_train_in_lock_step_and_only_rank_0_reports(tmp_path):
     assert code == 0, out.getvalue() + "\n".join(Job.attach(tmp_path / "job").status().stderr_tail)
     events = Job.attach(tmp_path / "job").events()
     assert [e["kind"] for e in events].count("started") == 1  # one job, one voice
-    assert any("2 processes" in e.get("message", "") for e in events if e["kind"] == "warning")
+    assert any("2 processes" in e.get("message", "") for e in events if e["kind"] == "info")
     rank0 = weights_fingerprint(torch.load(tmp_path / "model" / "model.pt", weights_only=True))
     rank1 = json.loads((tmp_path / "job" / "ddp" / "rank-1" / "fingerprint.json").read_text())["sha256"]
     assert rank0 == rank1  # different patches per rank, averaged gradients: the same weights

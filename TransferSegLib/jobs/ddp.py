@@ -129,7 +129,7 @@ class DistributedRun:
             work_dir = own / "checkpoints"
             reporter = _NullReporter()
         elif self.world_size > 1:
-            reporter.event("warning", message=f"Data-parallel training on {self.world_size} processes "
+            reporter.event("info", message=f"Data-parallel training on {self.world_size} processes "
                                               f"({'GPUs' if device.type == 'cuda' else 'CPU'}); effective batch size "
                                               f"{config.batch_size * self.world_size}.")
         self._hook = optim_hooks.register_optimizer_step_pre_hook(self._average_gradients)
