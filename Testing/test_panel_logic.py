@@ -205,7 +205,8 @@ def test_a_busy_device_names_the_job_holding_it(logic, tmp_path, monkeypatch):
 @pytest.mark.xfail(strict=True, reason="models/catalog.py imports torch (base_model -> networks) until the "
                                        "torch-free catalog of issue 11 lands; strict: remove this mark then")
 def test_the_panel_logic_never_imports_torch_or_monai(tmp_path):
-    """Model list, model card, case check and export, job start, comparison: all without torch here."""
+    """The panel's set-up, model list, model card, case check and export, job start, comparison: all
+    without torch or MONAI in this process (the workers import them)."""
     script = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'Testing')!r}]
@@ -231,6 +232,13 @@ def test_the_panel_logic_never_imports_torch_or_monai(tmp_path):
         assert sorted(r["label"] for r in task.result) == ["liver", "spleen"], task.result
         assert all(r["dice"] == 1.0 and r["hd95"] == 0.0 for r in task.result), task.result
         logic.wait_for_training(timeout=300) if logic.training.running else None
+        import fake_slicer_app  # the widget's own set-up: model table, jobs table, devices, cases
+        sys.path.insert(0, {str(ROOT / 'TransferSeg')!r})
+        with fake_slicer_app.stand_in({str(ROOT / 'TransferSeg' / 'TransferSeg.py')!r}, mrml=slicer):
+            import TransferSeg
+            widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
+            widget.setup()
+            widget._updateGUI()
         print("rows", len(rows), "torch" in sys.modules, "monai" in sys.modules)
         application.scene.Clear(1)
     """)

