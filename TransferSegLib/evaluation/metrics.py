@@ -3,22 +3,34 @@
 All functions take label arrays in ITK index order ``(X, Y, Z)`` with the voxel
 spacing in mm as ``(x, y, z)``, so distances come out in mm on anisotropic grids.
 
-Definitions (chosen so that the numbers match what the literature reports):
+Definitions: those of the reference implementations the literature reports with
+(MONAI's ``monai.metrics``, DeepMind's ``surface-distance``), checked against
+``monai.metrics`` on real predictions in ``Testing/test_metrics_reference.py``:
 
 - **Surface** of a mask: its voxels with at least one 6-neighbour outside the mask
-  (the image border counts as outside), i.e. ``mask & ~erosion(mask)``.
+  (the image border counts as outside), i.e. ``mask & ~erosion(mask)`` (MONAI's
+  ``get_mask_edges``).
 - **Surface distances**: for every surface voxel of one mask, the Euclidean
   distance (mm, voxel centre to voxel centre) to the nearest surface voxel of the
   other mask, in both directions.
-- **HD95**: 95th percentile of the pooled distances of both directions.
+- **HD95**: the larger of the two directed 95th percentiles (prediction → reference,
+  reference → prediction), as ``compute_hausdorff_distance(percentile=95)``. An
+  earlier version took the 95th percentile of both directions pooled, which lies
+  between the two directed values: on the shipped CT's predictions it reported
+  24 mm where MONAI reports 80 mm for an organ with one stray blob, hiding exactly
+  the one-sided error HD95 is meant to show.
 - **ASSD**: mean of the pooled distances of both directions (sum over both
-  surfaces divided by the number of surface voxels of both).
+  surfaces divided by the number of surface voxels of both), as
+  ``compute_average_surface_distance(symmetric=True)``.
 - **RVD**: ``(V_pred - V_ref) / V_ref``; negative when the prediction is too small.
-- **Surface Dice at tolerance tau** (Nikolov et al. 2021): the share of both surfaces
-  lying within ``tau`` mm of the other surface. Surface elements are the surface
-  voxels, each weighted by the area (mm^2) of its faces that touch the outside, so
-  that a z-facing voxel on a 1x1x5 mm grid counts 1 mm^2 and an x-facing one 5 mm^2;
-  this is the face-area approximation of the paper's surface elements.
+- **Surface Dice at tolerance tau** (Nikolov et al. 2021): the area-weighted share of
+  both surfaces lying within ``tau`` mm of the other surface, with the paper's
+  surface elements (a marching-cubes surface on the voxel corners, each element
+  with its area), computed by MONAI's ``compute_surface_dice(use_subvoxels=True)``
+  (its implementation of the paper's code). Counting surface voxels instead
+  (MONAI's default) or weighting them by exposed face area (an earlier version
+  here) gives other numbers when the tolerance is below the voxel size: 0.62 and
+  0.57 against the paper's 0.76 for a spleen at 3 mm voxels and tau = 2 mm.
 
 Empty masks are explicit, not NaN:
 
@@ -207,21 +219,29 @@ def class_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], t
     rvd = (n_pred - n_ref) / n_ref
 
     pred, ref = _crop_to_union(pred, ref)
-    pred_area = _surface_areas(pred, spacing)
-    ref_area = _surface_areas(ref, spacing)
-    pred_surface = pred_area > 0
-    ref_surface = ref_area > 0
+    pred_surface = _surface_areas(pred, spacing) > 0
+    ref_surface = _surface_areas(ref, spacing) > 0
     pred_to_ref = _distances_to_surface(ref_surface, spacing)[pred_surface]
     ref_to_pred = _distances_to_surface(pred_surface, spacing)[ref_surface]
     pooled = np.concatenate([pred_to_ref, ref_to_pred])
-    hd95 = float(np.percentile(pooled, 95))
+    hd95 = max(float(np.percentile(pred_to_ref, 95)), float(np.percentile(ref_to_pred, 95)))
     assd = float(pooled.mean())
-
-    pred_weights = pred_area[pred_surface]
-    ref_weights = ref_area[ref_surface]
-    within = (pred_weights[pred_to_ref <= tolerance_mm].sum() + ref_weights[ref_to_pred <= tolerance_mm].sum())
-    surface_dice = float(within / (pred_weights.sum() + ref_weights.sum()))
+    surface_dice = _surface_dice(pred, ref, spacing, tolerance_mm)
     return ClassMetrics(label, dice, iou, hd95, assd, rvd, surface_dice, n_ref, n_pred)
+
+
+def _surface_dice(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
+    """Nikolov et al.'s surface Dice with sub-voxel surface elements (MONAI's
+    implementation; one voxel of padding keeps surfaces on the crop's edge closed)."""
+    import torch
+    from monai.metrics import compute_surface_dice
+
+    pad = [(1, 1)] * pred.ndim
+    p = torch.from_numpy(np.pad(pred, pad)[None, None].astype(np.float32))
+    r = torch.from_numpy(np.pad(ref, pad)[None, None].astype(np.float32))
+    value = compute_surface_dice(p, r, [float(tolerance_mm)], include_background=True, spacing=list(spacing),
+                                 use_subvoxels=True)
+    return float(value.reshape(-1)[0])
 
 
 def compute_metrics(pred: np.ndarray, ref: np.ndarray, labels: List[str], spacing: Sequence[float],
