@@ -145,3 +145,27 @@ def test_stored_orientation_keeps_the_file_axes_and_channels_must_share_a_grid()
     moved.SetOrigin(tuple(o + 5.0 for o in mr.GetOrigin()))
     with pytest.raises(CaseError, match="Channel 1 is not on channel 0's grid"):
         preprocess_image([mr, moved], Recipe(spacing=None))
+
+
+def test_a_prediction_through_a_resizing_recipe_comes_back_on_the_input_grid():
+    """deepbet-style recipes resize the box: prediction must undo the resize before
+    un-cropping (whatever restore path inference takes)."""
+    from TransferSegLib.data.preprocess import restore_probabilities
+    from TransferSegLib.inference.infer import InferenceOptions, predict_image, sliding_window_probabilities
+    from TransferSegLib.models.base_model import BaseModel
+    from TransferSegLib.training.networks import build_network, default_network_spec
+
+    image = sitk.ReadImage(str(SAMPLES / "example_ct_sm.nii.gz"), sitk.sitkFloat32)
+    recipe = Recipe(spacing=None, crop_foreground=True, crop_threshold=-500.0, crop_margin_mm=0.0,
+                    resize=(48, 40, 16), resize_mode="linear")
+    torch.manual_seed(0)
+    spec = default_network_spec(1, 3)
+    model = build_network(spec).eval()
+    info = BaseModel("resizing", spec, ["background", "a", "b"], recipe, (32, 32, 16))
+    options = InferenceOptions(overlap=0.25)
+    prediction = predict_image(model, info, image, "cpu", options)
+    assert prediction.labelmap.GetSize() == image.GetSize()
+    array, prep = preprocess_image(image, recipe)
+    probs = sliding_window_probabilities(model, array, info.patch_size, torch.device("cpu"), options, flip_axes=())
+    expected = np.argmax(restore_probabilities(probs, prep), axis=0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(prediction.labelmap).transpose(2, 1, 0), expected)
