@@ -27,6 +27,21 @@ def format_run(fields: Dict[str, Any]) -> str:
             f"r={fields.get('repeat')}: Dice {fields.get('mean_dice') or 0:.3f} [{state}]")
 
 
+def _strategy(fields: Dict[str, Any]) -> str:
+    """'full (auto: the base model records no experiment: ...)' or just the strategy asked for."""
+    if fields.get("strategy_requested") == "auto":
+        return f"{fields.get('strategy')} (auto: {fields.get('strategy_reason')})"
+    return str(fields.get("strategy"))
+
+
+def _cleanup(decisions: Any) -> str:
+    """'; largest component kept for liver (anatomy)' from a finished event's clean-up decisions."""
+    if not isinstance(decisions, dict) or not decisions:
+        return ""
+    kept = [f"{name} ({d.get('decided_by')})" for name, d in decisions.items() if isinstance(d, dict) and d.get("keep_largest")]
+    return f"; largest component kept for {', '.join(kept) if kept else 'no class'}"
+
+
 def format_progress(fields: Dict[str, Any], last_dice: Optional[float]) -> str:
     """'[#####-----]  52.5% it 21/40 loss 0.5625 dice 0.69 ETA 00:21 (0.90 it/s)'."""
     percent = float(fields.get("percent") or 0.0)
@@ -95,7 +110,7 @@ class ProgressPrinter:
             memory = f", {fields['memory_gb']} GB" if fields.get("memory_gb") else ""
             self._line(f"training on {fields.get('device_name', fields.get('device'))}{memory}: "
                        f"{len(fields.get('cases', []))} case(s), labels {', '.join(fields.get('labels', [])[1:])}, "
-                       f"strategy {fields.get('strategy')}, base {fields.get('base')}")
+                       f"strategy {_strategy(fields)}, base {fields.get('base')}")
         elif kind == "warning":
             self._line(f"warning: {' '.join(str(fields.get('message')).split())}")
         elif kind == "info":
@@ -121,7 +136,7 @@ class ProgressPrinter:
             metrics = fields.get("metrics") or {}
             if isinstance(metrics.get("best_mean_dice"), (int, float)):
                 dice = f" (best validation Dice {metrics['best_mean_dice']:.3f})"
-            self._line(f"finished: model {fields.get('model')}{dice}")
+            self._line(f"finished: model {fields.get('model')}{dice}{_cleanup(fields.get('largest_component'))}")
 
     def close(self) -> None:
         if self._open_line:

@@ -9,15 +9,17 @@ import json
 import time
 from pathlib import Path
 
+from TransferSegLib.training.train import TrainConfig
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="fine-tune the default model on the sample data and score a CT of another patient",
                        epilog="example:\n  transferseg demo --output transferseg-demo --time-budget 120")
     p.add_argument("--output", default="transferseg-demo", help="folder for the model and the prediction")
     p.add_argument("--base", default="default", help="base model to fine-tune ('default': the shipped one)")
-    p.add_argument("--strategy", default="full",
-                   help="what to train; full transferred best from the small shipped base model (docs/results.md)")
-    p.add_argument("--time-budget", type=float, default=120.0, help="fine-tuning budget in seconds")
+    p.add_argument("--strategy", default="auto", help="what to train (default: auto, as finetune)")
+    p.add_argument("--time-budget", type=float, default=TrainConfig.time_budget,
+                   help=f"fine-tuning budget in seconds (default: finetune's, {TrainConfig.time_budget:.0f})")
     p.add_argument("--iterations", type=int, default=None, help="train this many iterations instead of a budget")
     p.add_argument("--device", default="auto", help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed: same run)")
@@ -30,7 +32,6 @@ def run(args) -> int:
     from TransferSegLib.inference.infer import predict_file
     from TransferSegLib.progress import ProgressPrinter
     from TransferSegLib.data.sample_data import sample_cases
-    from TransferSegLib.training.train import TrainConfig
 
     out = Path(args.output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -40,8 +41,9 @@ def run(args) -> int:
           f"{args.iterations or ''}{' iterations' if args.iterations else f'{args.time_budget:.0f} s'}")
     print(f"  train on {Path(train_case.image).name} (TotalSegmentator example CT), "
           f"test on {Path(test_case.image).name} (another patient)")
+    # Every setting at finetune's and predict's defaults: the demo shows what a plain run gives.
     config = TrainConfig(time_budget=None if args.iterations else args.time_budget, iterations=args.iterations,
-                         device=args.device, seed=args.seed, val_every=25)
+                         device=args.device, seed=args.seed)
     spec = FinetuneSpec(base=args.base, cases=[train_case], labels=["liver"], strategy=args.strategy,
                         output=str(out / "liver-model"), train=config, name="liver (demo)")
     printer = ProgressPrinter()
@@ -51,20 +53,23 @@ def run(args) -> int:
     trained = time.monotonic() - start
     prediction = out / "ts_dicom_liver.seg.nrrd"
     start = time.monotonic()
-    predict_file(result.model_dir, Path(test_case.image), prediction, device=args.device, largest_component=True)
+    predicted_labels = predict_file(result.model_dir, Path(test_case.image), prediction, device=args.device)
     predicted = time.monotonic() - start
     reference = out / "ts_dicom_liver_reference.nii.gz"
     _write_reference(test_case, reference)
     metrics = evaluate_files(str(prediction), str(reference), labels=["liver"])
     print(format_table([metrics]))
     liver = metrics.classes[0]
+    card = json.loads((result.model_dir / "model.json").read_text(encoding="utf-8"))
     summary = {
-        "base": args.base, "strategy": args.strategy, "iterations": result.iterations,
+        "base": args.base, "strategy": card.get("strategy"), "strategy_requested": args.strategy,
+        "largest_component": predicted_labels.largest_component, "iterations": result.iterations,
         "train_seconds": round(trained, 1), "predict_seconds": round(predicted, 1),
         "held_out_liver_dice": round(liver.dice, 4), "model": str(result.model_dir), "prediction": str(prediction),
     }
     (out / "demo_result.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(f"held-out liver Dice {liver.dice:.3f} after {result.iterations} iterations ({trained:.0f} s); "
+    print(f"held-out liver Dice {liver.dice:.3f} after {result.iterations} iterations of {card.get('strategy')} "
+          f"({trained:.0f} s); "
           f"prediction written to {prediction}")
     return 0
 

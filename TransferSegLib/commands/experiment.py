@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--iterations", type=int, default=None, help="iterations per run (instead of a time budget)")
     p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="patch size in voxels (without it: the base model's)")
-    p.add_argument("--val-every", type=int, default=1000000, help="validation period (the default: only at the end)")
+    p.add_argument("--val-every", type=int, default=None,
+                   help="validation period in iterations (default: finetune's, so that a run is what finetune does)")
     p.add_argument("--device", default="auto", help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="random seed of the draws and the runs")
     p.add_argument("--output", required=True, help="folder for the runs and report.md")
@@ -123,8 +124,10 @@ def build_spec(args):
         folds = [{"pool": [c for j, c in enumerate(pool) if j != i], "test": [pool[i]]} for i in range(len(pool))]
     elif not tests:
         raise CaseError("Give held-out --test-image/--test-label pairs or --leave-one-out.")
-    config = TrainConfig(time_budget=None if args.iterations else args.time_budget, iterations=args.iterations,
-                         val_every=args.val_every, patience=0)
+    # Only the budget differs from `finetune`'s defaults: a run must be what the product does.
+    config = TrainConfig(time_budget=None if args.iterations else args.time_budget, iterations=args.iterations)
+    if args.val_every:
+        config.val_every = args.val_every
     spec = ExperimentSpec(name=args.name, pool=pool, test_cases=tests, labels=labels, output=args.output,
                           base=args.base, strategies=_split(args.strategies), sizes=[int(s) for s in _split(args.sizes)],
                           repeats=args.repeats, train=config, seed=args.seed, device=args.device, folds=folds,

@@ -52,8 +52,10 @@ def add_parser(sub) -> None:
                    help="validation image (repeat with --val-label); without: 1 in 5 cases when there are 3 or more")
     p.add_argument("--val-label", action="append", default=[], help="validation labelmap")
     add_label_options(p)
-    p.add_argument("--strategy", default="last-layers", choices=["scratch", "full", "decoder", "last-layers", "staged"],
-                   help="what to train: scratch, full, decoder (encoder frozen), last-layers, staged")
+    p.add_argument("--strategy", default="auto", choices=["auto", "scratch", "full", "decoder", "last-layers", "staged"],
+                   help="what to train: auto (default: what the base model's own experiment found best, else full; "
+                        "the first progress line says which and why), scratch, full, decoder (encoder frozen), "
+                        "last-layers, staged")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="wall-clock training budget in seconds (without it and without --iterations: 300)")
     p.add_argument("--iterations", type=int, default=None, help="number of training iterations (instead of a budget)")

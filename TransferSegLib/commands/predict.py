@@ -2,6 +2,9 @@
 
 import time
 from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+ALL = "*"
 
 
 def add_parser(sub) -> None:
@@ -18,11 +21,46 @@ def add_parser(sub) -> None:
     p.add_argument("--output", required=True, help="output labelmap: .nii.gz or .seg.nrrd (named, colored segments)")
     p.add_argument("--device", default="auto", help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--tta", action="store_true", help="average mirrored predictions (slower, smoother)")
-    p.add_argument("--largest-component", action="store_true", help="keep only the largest component per organ")
-    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 0 to 0.9")
+    p.add_argument("--largest-component", nargs="?", const=ALL, default=None, metavar="NAME[,NAME]",
+                   help="keep only the largest connected component of every class, or of the named classes "
+                        "(default: what the model decided per class on its validation cases, else by anatomy; "
+                        "'transferseg models show MODEL' lists it)")
+    p.add_argument("--no-largest-component", nargs="?", const=ALL, default=None, metavar="NAME[,NAME]",
+                   help="keep every component of every class, or of the named classes (overrides the model)")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (0-0.9; default 0.5)")
     p.add_argument("--probabilities", metavar="FILE", help="also write per-class probabilities (vector image)")
     p.add_argument("--uncertainty", metavar="FILE", help="also write a per-voxel normalized entropy image")
     p.set_defaults(func=run)
+
+
+def _names(text: Optional[str]) -> List[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def cleanup_override(keep: Optional[str], drop: Optional[str]) -> Union[None, bool, Dict[str, bool]]:
+    """The clean-up override of ``--largest-component`` / ``--no-largest-component``; None: the model's decisions.
+
+    A flag without names applies to every class; with names, to those classes only (the
+    others follow the model). Both flags may name classes; both without names is an error.
+    """
+    from TransferSegLib.errors import TransferSegError
+
+    if keep == ALL and drop == ALL:
+        raise TransferSegError("--largest-component and --no-largest-component without class names contradict "
+                               "each other: give one, or name the classes for each.")
+    if keep == ALL or drop == ALL:
+        if keep not in (None, ALL) or drop not in (None, ALL):
+            raise TransferSegError("A flag without names applies to every class: name the classes for both flags "
+                                   "(e.g. --largest-component liver --no-largest-component tumor).")
+        return keep == ALL
+    if keep is None and drop is None:
+        return None
+    override = {name: True for name in _names(keep)}
+    for name in _names(drop):
+        if name in override:
+            raise TransferSegError(f"Class '{name}' is named by both --largest-component and --no-largest-component.")
+        override[name] = False
+    return override
 
 
 def run(args) -> int:
@@ -31,10 +69,11 @@ def run(args) -> int:
     start = time.monotonic()
     prediction = predict_file(
         Path(args.model), Path(args.image), Path(args.output), device=args.device, tta=args.tta,
-        largest_component=args.largest_component, overlap=args.overlap,
+        largest_component=cleanup_override(args.largest_component, args.no_largest_component), overlap=args.overlap,
         probabilities_path=Path(args.probabilities) if args.probabilities else None,
         uncertainty_path=Path(args.uncertainty) if args.uncertainty else None,
     )
-    print(f"wrote {args.output} ({len(prediction.labels) - 1} labels: {', '.join(prediction.labels[1:])}) "
-          f"in {time.monotonic() - start:.1f} s")
+    cleaned = ", ".join(prediction.largest_component) or "none"
+    print(f"wrote {args.output} ({len(prediction.labels) - 1} labels: {', '.join(prediction.labels[1:])}; "
+          f"largest component kept for: {cleaned}) in {time.monotonic() - start:.1f} s")
     return 0

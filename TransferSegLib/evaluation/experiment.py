@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import SimpleITK as sitk
 
 from TransferSegLib.data.cases import Case, load_case
 from TransferSegLib.errors import CaseError
 from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
-from TransferSegLib.inference.infer import InferenceOptions, predict_image
+from TransferSegLib.inference.infer import predict_file
 from TransferSegLib.evaluation.metrics import compute_metrics
-from TransferSegLib.models.model_dir import load_model
 from TransferSegLib.names import with_background
 from TransferSegLib.training.train import Reporter, TrainConfig
 
@@ -54,6 +54,8 @@ class RunResult:
     iterations: int
     train_seconds: float
     per_case: List[Dict[str, Any]]
+    strategy_used: str = ""  # what "auto" resolved to (the strategy itself otherwise)
+    largest_component: List[str] = field(default_factory=list)  # classes the prediction cleaned up
 
     @property
     def mean_dice(self) -> float:
@@ -101,7 +103,7 @@ def run_experiment(
         pool, tests = fold["pool"], fold["test"]
         if not pool or not tests:
             raise CaseError(f"Experiment '{spec.name}' fold {fold_index} needs training and test cases.")
-        references = [load_case(c, labels) for c in tests]
+        references = [(c, load_case(c, labels)) for c in tests]
         for size in spec.sizes:
             if size > len(pool):
                 continue
@@ -128,6 +130,9 @@ def run_experiment(
 
 def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels, run_dir: Path, reporter,
              should_stop=None) -> RunResult:
+    """One run through exactly what ``finetune`` and ``predict`` run: ``run_finetune`` with the
+    experiment's budget and seed (every other setting at its default), then ``predict_file`` with
+    the model's own clean-up decisions and the default overlap, scored against each test case."""
     config = TrainConfig(**{**spec.train.to_dict(), "patch_size": tuple(spec.train.patch_size)})
     config.seed = spec.seed + repeat
     config.device = spec.device
@@ -137,17 +142,23 @@ def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels
     start = time.monotonic()
     result = run_finetune(fine, reporter=reporter, should_stop=should_stop, work_dir=str(run_dir / "work"))
     seconds = time.monotonic() - start
-    model, info = load_model(result.model_dir, "cpu")
+    card = json.loads((result.model_dir / "model.json").read_text(encoding="utf-8"))
     per_case = []
-    for ref in references:
-        pred = predict_image(model, info, ref.image, spec.device, InferenceOptions(overlap=0.25, largest_component=True))
-        import SimpleITK as sitk
-
+    cleaned: List[str] = []
+    for case, ref in references:
+        pred = predict_file(result.model_dir, Path(case.image), run_dir / f"prediction_{_safe(ref.name)}.nii.gz",
+                            device=spec.device)
+        cleaned = pred.largest_component
         p = sitk.GetArrayFromImage(pred.labelmap).transpose(2, 1, 0)
         r = sitk.GetArrayFromImage(ref.label).transpose(2, 1, 0)
         metrics = compute_metrics(p, r, labels, ref.image.GetSpacing(), case=ref.name)
         per_case.append({"case": ref.name, "classes": [asdict(c) for c in metrics.classes]})
-    return RunResult(strategy, size, repeat, fold, [c.name for c in train_cases], result.iterations, round(seconds, 1), per_case)
+    return RunResult(strategy, size, repeat, fold, [c.name for c in train_cases], result.iterations, round(seconds, 1),
+                     per_case, strategy_used=str(card.get("strategy", strategy)), largest_component=list(cleaned))
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "case"
 
 
 def _json_number(value: Any) -> Any:
@@ -252,9 +263,11 @@ def _report(spec: ExperimentSpec, summary, results: Sequence[RunResult]) -> str:
         lines.append(f"| {s['strategy']} | {s['size']} | {s['mean_dice']:.3f} | {s['std_dice']:.3f} | "
                      f"{s['min_dice']:.3f} | {s['max_dice']:.3f} | {s['n']} |")
     lines += ["", "![Dice vs training cases](dice_vs_cases.png)", "", "## Runs", "",
-              "| fold | strategy | size | repeat | trained on | iterations | train s | mean Dice |", "|---|---|---|---|---|---|---|---|"]
+              "| fold | strategy | size | repeat | trained on | iterations | train s | largest component kept | mean Dice |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.fold} | {r.strategy} | {r.size} | {r.repeat} | {', '.join(r.train_cases)} | {r.iterations} | "
-                     f"{r.train_seconds:.0f} | {r.mean_dice:.3f} |")
+        strategy = r.strategy if r.strategy_used in ("", r.strategy) else f"{r.strategy} ({r.strategy_used})"
+        lines.append(f"| {r.fold} | {strategy} | {r.size} | {r.repeat} | {', '.join(r.train_cases)} | {r.iterations} | "
+                     f"{r.train_seconds:.0f} | {', '.join(r.largest_component) or 'none'} | {r.mean_dice:.3f} |")
     lines.append("")
     return "\n".join(lines)

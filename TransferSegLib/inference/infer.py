@@ -5,7 +5,7 @@ brought back onto the original grid (size, spacing, origin, direction) by the
 exact inverse of the preprocessing before the labelmap is taken.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -16,6 +16,7 @@ from torch import nn
 
 from TransferSegLib.models.base_model import BaseModel
 from TransferSegLib.errors import ModelError
+from TransferSegLib.inference.cleanup import CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions
 from TransferSegLib.models.model_dir import load_model
 from TransferSegLib.data.preprocess import preprocess_image, restore_probabilities
 from TransferSegLib.training.train import resolve_device
@@ -23,9 +24,13 @@ from TransferSegLib.training.train import resolve_device
 
 @dataclass
 class InferenceOptions:
+    """How to predict. ``largest_component``: None follows the model's per-class decisions
+    (``model.json`` ``cleanup``, else each class's anatomy); True/False forces every class;
+    a class name -> bool mapping overrides those classes only (see ``inference/cleanup.py``)."""
+
     overlap: float = 0.5
     tta: bool = False
-    largest_component: bool = False
+    largest_component: CleanupOverride = None
     sw_batch_size: int = 2
     amp: bool = True
 
@@ -85,24 +90,6 @@ def sliding_window_probabilities(
     return (total / len(variants))[0].cpu().numpy()
 
 
-def keep_largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per organ, keep only the largest connected component (removes stray islands)."""
-    from scipy import ndimage
-
-    result = labels.copy()
-    for value in range(1, num_classes):
-        mask = labels == value
-        if not mask.any():
-            continue
-        components, count = ndimage.label(mask)
-        if count <= 1:
-            continue
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        result[mask & (components != sizes.argmax())] = 0
-    return result
-
-
 @dataclass
 class Prediction:
     """A prediction on the input's grid."""
@@ -111,6 +98,7 @@ class Prediction:
     labels: List[str]
     probabilities: Optional[np.ndarray] = None  # (C, X, Y, Z) on the input grid
     uncertainty: Optional[sitk.Image] = None
+    largest_component: List[str] = field(default_factory=list)  # classes reduced to their largest component
 
 
 def predict_image(
@@ -139,8 +127,9 @@ def predict_image(
     probs = sliding_window_probabilities(model, array, info.patch_size, dev, options, flip_axes=flips)
     restored = restore_probabilities(probs, prep)
     labels_array = np.argmax(restored, axis=0).astype(np.uint8)
-    if options.largest_component:
-        labels_array = keep_largest_components(labels_array, len(info.labels))
+    cleaned = cleanup_classes(info.labels, recorded_decisions(info.card, f"model '{info.name}'"), options.largest_component)
+    if cleaned:
+        labels_array = keep_largest_components(labels_array, cleaned)
     labelmap = sitk.GetImageFromArray(labels_array.transpose(2, 1, 0))
     labelmap.CopyInformation(image)
     unc = None
@@ -148,7 +137,8 @@ def predict_image(
         entropy = -(restored * np.log(np.clip(restored, 1e-8, 1.0))).sum(0) / np.log(max(len(info.labels), 2))
         unc = sitk.GetImageFromArray(entropy.astype(np.float32).transpose(2, 1, 0))
         unc.CopyInformation(image)
-    return Prediction(labelmap, list(info.labels), restored if keep_probabilities else None, unc)
+    return Prediction(labelmap, list(info.labels), restored if keep_probabilities else None, unc,
+                      [info.labels[i] for i in cleaned])
 
 
 def predict_file(
@@ -157,7 +147,7 @@ def predict_file(
     output_path: Path,
     device: str = "auto",
     tta: bool = False,
-    largest_component: bool = False,
+    largest_component: CleanupOverride = None,
     probabilities_path: Optional[Path] = None,
     uncertainty_path: Optional[Path] = None,
     overlap: float = 0.5,

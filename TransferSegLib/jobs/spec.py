@@ -77,7 +77,7 @@ class JobSpec:
     base: str = "default"
     cases: List[Dict[str, Any]] = field(default_factory=list)
     labels: List[str] = field(default_factory=list)
-    strategy: str = "last-layers"
+    strategy: str = "auto"
     output: str = ""
     train: Dict[str, Any] = field(default_factory=dict)
     val_cases: List[Dict[str, Any]] = field(default_factory=list)
@@ -106,7 +106,7 @@ class JobSpec:
                 f"The job spec has version {self.version} but this TransferSeg reads up to version {SPEC_VERSION}: "
                 f"update TransferSeg on the machine running the job."
             )
-        if self.strategy not in STRATEGIES:
+        if self.strategy != "auto" and self.strategy not in STRATEGIES:
             raise JobError(f"Unknown strategy '{self.strategy}': use one of {', '.join(STRATEGIES)}.")
         self.base = str(self.base)
         self.cases = [_case_dict(c, f"cases[{i}]") for i, c in enumerate(self.cases or [])]

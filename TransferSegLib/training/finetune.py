@@ -16,7 +16,7 @@ import torch
 
 from TransferSegLib.training.augment import AugmentConfig
 from TransferSegLib.models.base_model import BaseModel, resolve_base_model
-from TransferSegLib.data.cases import Case, load_case
+from TransferSegLib.data.cases import Case, LoadedCase, load_case
 from TransferSegLib.data.channels import channel_count, order_channels
 from TransferSegLib.errors import CaseError, ModelError
 from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
@@ -25,6 +25,8 @@ from TransferSegLib.names import BACKGROUND, index_by_name, normalize_label_name
 from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
 from TransferSegLib.data.preprocess import preprocess_image, preprocess_labels
 from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.inference.cleanup import cleanup_record
+from TransferSegLib.training.choices import AUTO, choose_cleanup, choose_strategy, inherited_best_strategy
 from TransferSegLib.training.sampling import PreparedCase
 from TransferSegLib.training.train import (CHECKPOINT_BEST, CHECKPOINT_LAST, Reporter, TrainConfig,
                                            device_description, resolve_device, train)
@@ -83,8 +85,8 @@ def target_label_list(labels: Sequence[str], base: Optional[BaseModel], cases: S
     return with_background(named)
 
 
-def _prepare(case: Case, labels: List[str], recipe: Recipe) -> PreparedCase:
-    loaded = load_case(case, labels)
+def _prepare(case: Case, labels: List[str], recipe: Recipe, loaded: Optional[LoadedCase] = None) -> PreparedCase:
+    loaded = loaded or load_case(case, labels)
     image, info = preprocess_image(loaded.network_input, recipe)
     if loaded.label is None:
         raise CaseError(f"Case '{loaded.name}' ({case.image}) has no labelmap: training cases need one.")
@@ -164,12 +166,14 @@ def run_finetune(
 ) -> FinetuneResult:
     """Fine-tune and write the model folder; see docs/architecture.md for the events."""
     reporter = reporter or Reporter()
-    strategy = check_strategy(spec.strategy)
+    requested = spec.strategy if spec.strategy == AUTO else check_strategy(spec.strategy)
     config = spec.train
     config.check()
     if not spec.cases:
         raise CaseError("No training cases: give --image/--label pairs or --dataset dataset.json.")
     base = resolve_base_model(spec.base, offline=spec.offline)
+    choice = choose_strategy(requested, base)
+    strategy = choice.strategy
     if base is None and strategy != "scratch":
         raise ModelError(
             f"Strategy '{strategy}' needs pretrained weights but --base is '{spec.base}'. "
@@ -187,7 +191,8 @@ def run_finetune(
     channel_names = input_channels(base)[0] or (cases[0].channel_names if len(cases[0].images) > 1 else [])
     train_list, val_list = (cases, val_cases) if val_cases else _split_validation(cases, config.seed)
     prepared_train = [_prepare(c, labels, recipe) for c in train_list]
-    prepared_val = [_prepare(c, labels, recipe) for c in val_list]
+    loaded_val = [load_case(c, labels) for c in val_list]
+    prepared_val = [_prepare(c, labels, recipe, loaded) for c, loaded in zip(val_list, loaded_val)]
     provided = np.any([c.annotated for c in prepared_train], axis=0)
     missing = [n for i, n in enumerate(labels) if i > 0 and not provided[i]]
     if missing:
@@ -213,6 +218,8 @@ def run_finetune(
         validation_cases=[c.name for c in prepared_val] if not validation_on_training else [],
         labels=labels,
         strategy=strategy,
+        strategy_requested=choice.requested,
+        strategy_reason=choice.reason,
         base=base.name if base is not None else "none",
         parameters=describe(model),
         patch_size=list(patch),
@@ -227,6 +234,9 @@ def run_finetune(
         model, prepared_train, prepared_val, labels, strategy, config, work,
         reporter=reporter, should_stop=should_stop, resume=resume, predict_fn=predict_fn,
     )
+    predictor = BaseModel(name=spec.name or Path(spec.output).name, network=net_spec, labels=labels, recipe=recipe,
+                          patch_size=patch, card={"training": {"flip_axes": list(flips)}, "input_channels": list(channel_names)})
+    cleanup = choose_cleanup(model, predictor, loaded_val, labels, config.device)
     metrics = {
         "validation_dice": result.last_dice if result.best_iteration == result.iterations else _best_dice(result.history),
         "best_mean_dice": round(result.best_score, 4) if result.best_score >= 0 else None,
@@ -244,6 +254,9 @@ def run_finetune(
         "non_commercial": bool(base.non_commercial) if base is not None else False,
         "base_model": base.name if base is not None else "none",
         "strategy": strategy,
+        "strategy_choice": {"requested": choice.requested, "reason": choice.reason},
+        "best_strategy": inherited_best_strategy(base),
+        "cleanup": cleanup_record(cleanup),
         "metrics": metrics,
         "training": {
             "iterations": result.iterations,
@@ -260,7 +273,8 @@ def run_finetune(
     out = save_model_dir(Path(spec.output), model.state_dict(), meta)
     if not spec.keep_checkpoints:
         _remove_checkpoints(work)
-    reporter.event("finished", model=str(out), metrics=metrics, iterations=result.iterations, elapsed_s=round(result.elapsed_s, 1))
+    reporter.event("finished", model=str(out), metrics=metrics, iterations=result.iterations, elapsed_s=round(result.elapsed_s, 1),
+                   largest_component={n: d.to_dict() for n, d in cleanup.items()})
     return FinetuneResult(out, metrics, result.iterations, result.elapsed_s)
 
 
