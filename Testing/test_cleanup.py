@@ -96,3 +96,25 @@ def test_keep_largest_components_touches_only_the_named_classes():
     cleaned = keep_largest_components(pred, [1])
     assert (cleaned == 1).sum() == (ref == 1).sum()
     assert (cleaned == 2).sum() == (ref == 2).sum()  # both tumour pieces stay
+
+
+def test_predict_flags_become_an_override():
+    from TransferSegLib.commands.predict import cleanup_override
+    from TransferSegLib.errors import TransferSegError
+
+    assert cleanup_override(None, None) is None
+    assert cleanup_override("*", None) is True
+    assert cleanup_override(None, "*") is False
+    assert cleanup_override("liver,spleen", "tumor") == {"liver": True, "spleen": True, "tumor": False}
+    for keep, drop in (("*", "*"), ("*", "tumor"), ("liver", "liver")):
+        with pytest.raises(TransferSegError):
+            cleanup_override(keep, drop)
+
+
+def test_the_panel_status_says_which_strategy_auto_chose(tmp_path):
+    from TransferSegLib.scene.runs import TrainingRun
+
+    run = TrainingRun(job=None, directory=tmp_path, output=tmp_path / "model", labels=["liver"])
+    run.apply({"kind": "started", "strategy": "full", "strategy_requested": "auto", "strategy_reason": "fallback"})
+    run.apply({"kind": "progress", "iteration": 3, "total_iterations": 10})
+    assert run.status_line().startswith("strategy full (auto), iteration 3/10")

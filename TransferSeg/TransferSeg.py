@@ -103,7 +103,7 @@ class TransferSegParameterNode:
     caseSegmentation: vtkMRMLSegmentationNode
     sparse: bool = False
     cases: List[TrainingCase]
-    strategy: Annotated[str, Choice(list(STRATEGIES))] = "last-layers"
+    strategy: Annotated[str, Choice(list(STRATEGIES))] = "auto"
     timeBudgetMinutes: Annotated[int, WithinRange(1, 1440)] = 10
     device: str = "auto"
     modelName: str = ""

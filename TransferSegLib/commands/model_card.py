@@ -139,6 +139,15 @@ def _training_lines(data: Dict[str, Any]) -> List[tuple]:
     dice = metrics.get("validation_dice") or {}
     if dice:
         lines.append(("per class", ", ".join(f"{k} {v:.2f}" for k, v in dice.items() if isinstance(v, (int, float)))))
+    best = data.get("best_strategy")
+    if isinstance(best, dict) and best.get("strategy"):
+        where = f"; inherited from '{best['inherited_from']}'" if best.get("inherited_from") else ""
+        lines.append(("auto strategy", f"{best['strategy']} ({best.get('evidence') or 'recorded'}{where})"))
+    kept = ((data.get("cleanup") or {}).get("largest_component") or {}) if isinstance(data.get("cleanup"), dict) else {}
+    if kept:
+        lines.append(("largest component", ", ".join(
+            f"{name} {'kept' if d.get('keep_largest') else 'not kept'} ({d.get('decided_by', '?')})"
+            for name, d in kept.items() if isinstance(d, dict))))
     for key in ("strategy_evidence", "evidence", "postprocessing"):
         if data.get(key):
             lines.append((key.replace("_", " "), _compact(data[key])))

@@ -252,6 +252,6 @@ class TransferSegLogic(TrainingLogic, PredictionLogic, _LogicBase):
     def smoke_test_settings() -> Dict[str, Any]:
         """A few iterations on small patches: checks that the loop works, in about a minute on a CPU."""
         pretrained = (resources_dir() / "Models" / "default" / "model.json").is_file()
-        return {"base": "default" if pretrained else "none", "strategy": "last-layers" if pretrained else "scratch",
+        return {"base": "default" if pretrained else "none", "strategy": "auto",
                 "iterations": 20, "time_budget_s": None, "device": "auto",
                 "train": {"patch_size": [32, 32, 32], "batch_size": 2, "val_every": 20, "patience": 0}}

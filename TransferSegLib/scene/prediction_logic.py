@@ -46,8 +46,11 @@ class PredictionLogic:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=str(root)))
 
     def start_prediction(self, volume, model_dir, device: str = "auto", tta: bool = False,
-                         largest_component: bool = False) -> PredictionRun:
-        """Export the volume and start predicting it in a worker process; returns at once."""
+                         largest_component: Optional[bool] = None) -> PredictionRun:
+        """Export the volume and start predicting it in a worker process; returns at once.
+
+        ``largest_component``: None follows the model's per-class clean-up decisions (model.json),
+        True/False forces it on/off for every class."""
         if self.prediction is not None and self.prediction.process.poll() is None:
             raise JobError("A prediction is already running: wait for it or stop it.")
         card = read_model_card(model_dir)
@@ -59,8 +62,8 @@ class PredictionLogic:
                 "--device", device]
         if tta:
             args.append("--tta")
-        if largest_component:
-            args.append("--largest-component")
+        if largest_component is not None:
+            args.append("--largest-component" if largest_component else "--no-largest-component")
         process = CommandProcess(args, folder / "predict.log", python=self.python)
         self.prediction = PredictionRun(process, volume, Path(model_dir), str(card["name"]), list(card["labels"]), output)
         return self.prediction
@@ -96,7 +99,7 @@ class PredictionLogic:
             self.prediction = None
 
     def predict(self, volume, model_dir, device: str = "auto", tta: bool = False,
-                largest_component: bool = False, timeout: Optional[float] = None):
+                largest_component: Optional[bool] = None, timeout: Optional[float] = None):
         """Predict and wait: the new segmentation node "<volume> – <model>"."""
         run = self.start_prediction(volume, model_dir, device, tta, largest_component)
         run.process.wait(timeout)

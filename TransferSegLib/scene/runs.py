@@ -49,6 +49,7 @@ class TrainingRun:
     progress: Dict[str, Any] = field(default_factory=dict)
     validation: Dict[str, Any] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    strategy: str = ""  # what ran, from the started event ("full (auto)")
 
     @property
     def running(self) -> bool:
@@ -74,6 +75,8 @@ class TrainingRun:
         eta = self.progress.get("eta_s")
         if isinstance(eta, (int, float)):
             parts.append(f"about {_duration(eta)} left")
+        if self.strategy:
+            parts.insert(0, f"strategy {self.strategy}")
         return ", ".join(parts)
 
     def apply(self, event: Dict[str, Any]) -> None:
@@ -81,7 +84,10 @@ class TrainingRun:
         kind = _kind(event)
         if self.plot is not None:
             self.plot.add_event(dict(event, kind=kind))
-        if kind == "progress":
+        if kind == "started":
+            auto = event.get("strategy_requested") == "auto"
+            self.strategy = f"{event.get('strategy', '')}{' (auto)' if auto else ''}"
+        elif kind == "progress":
             self.progress = dict(event)
         elif kind == "validation":
             self.validation = dict(event)

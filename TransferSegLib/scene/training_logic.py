@@ -21,7 +21,7 @@ from TransferSegLib.scene.jobs import JobBoard
 from TransferSegLib.scene.plot import TrainingPlot
 from TransferSegLib.scene.runs import TrainingRun, read_model_card
 
-STRATEGIES = ("last-layers", "decoder", "staged", "full", "scratch")
+STRATEGIES = ("auto", "last-layers", "decoder", "staged", "full", "scratch")
 
 
 def _slug(text: str) -> str:
@@ -55,7 +55,7 @@ class TrainingLogic:
         self,
         cases: Sequence[SceneCase],
         base: str = "default",
-        strategy: str = "last-layers",
+        strategy: str = "auto",
         time_budget_s: Optional[float] = 600.0,
         iterations: Optional[int] = None,
         device: str = "auto",
@@ -76,7 +76,7 @@ class TrainingLogic:
             raise JobError(f"A fine-tuning job is already running ({self.training.directory}): stop it first.")
         if strategy not in STRATEGIES:
             raise TransferSegError(f"Unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}.")
-        if str(base).strip().lower() in ("none", "scratch") and strategy != "scratch":
+        if str(base).strip().lower() in ("none", "scratch") and strategy not in ("scratch", "auto"):
             raise ModelError(f"Without a base model there are no pretrained weights for the '{strategy}' strategy: "
                              f"pick a base model, or the 'scratch' strategy.")
         train_cases = [c for c in cases if not c.validation]
