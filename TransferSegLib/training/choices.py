@@ -23,9 +23,9 @@ from TransferSegLib.models.base_model import BaseModel
 AUTO = "auto"
 
 #: For a base model without a recorded experiment: train every weight. It is what
-#: nnU-Net's own fine-tuning does and it never keeps features a weak base learned badly;
-#: with the shipped base it matched or beat the frozen strategies in most folds
-#: (docs/results.md). Frozen strategies need evidence that the base's features fit.
+#: nnU-Net's own fine-tuning does, and it does not bet that the base's features fit the
+#: target, as every frozen strategy does; a frozen strategy needs that evidence. A principle,
+#: not a measurement: the shipped base records its own best (docs/results.md).
 FALLBACK_STRATEGY = "full"
 
 
