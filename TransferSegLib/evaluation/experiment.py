@@ -146,7 +146,7 @@ def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels
     per_case = []
     cleaned: List[str] = []
     for case, ref in references:
-        pred = predict_file(result.model_dir, Path(case.image), run_dir / f"prediction_{_safe(ref.name)}.nii.gz",
+        pred = predict_file(result.model_dir, _image_argument(case), run_dir / f"prediction_{_safe(ref.name)}.nii.gz",
                             device=spec.device)
         cleaned = pred.largest_component
         p = sitk.GetArrayFromImage(pred.labelmap).transpose(2, 1, 0)
@@ -155,6 +155,16 @@ def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels
         per_case.append({"case": ref.name, "classes": [asdict(c) for c in metrics.classes]})
     return RunResult(strategy, size, repeat, fold, [c.name for c in train_cases], result.iterations, round(seconds, 1),
                      per_case, strategy_used=str(card.get("strategy", strategy)), largest_component=list(cleaned))
+
+
+def _image_argument(case: Case) -> Path:
+    """The case's image as ``predict --image`` takes it (several channels: ``T1=a,T2=b`` or ``a,b``)."""
+    if len(case.images) <= 1:
+        return Path(case.image)
+    names = list(case.channel_names or [])
+    if len(names) == len(case.images):
+        return Path(",".join(f"{n}={p}" for n, p in zip(names, case.images)))
+    return Path(",".join(case.images))
 
 
 def _safe(name: str) -> str:
