@@ -26,6 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
+from TransferSegLib.data.grid import Grid, grid_problems
 from TransferSegLib.data.imageio import read_image
 
 
@@ -127,19 +128,13 @@ def read_channels(paths: Sequence[str]) -> List[sitk.Image]:
 
 
 def check_same_grid(images: Sequence[sitk.Image], sources: Sequence[str]) -> None:
-    first = images[0]
+    """Refuse a channel that is not on channel 0's grid (``grid.grid_problems``'s tolerances)."""
+    first = Grid.of(images[0])
     for image, source in zip(images[1:], sources[1:]):
-        same = (image.GetSize() == first.GetSize()
-                and np.allclose(image.GetSpacing(), first.GetSpacing(), rtol=1e-4, atol=1e-6)
-                and np.allclose(image.GetDirection(), first.GetDirection(), atol=1e-4)
-                and np.allclose(image.GetOrigin(), first.GetOrigin(), atol=1e-3 * max(first.GetSpacing())))
-        if not same:
-            raise CaseError(
-                f"Channel '{source}' is not on the grid of '{sources[0]}' (size {image.GetSize()} vs "
-                f"{first.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())} vs "
-                f"{tuple(round(s, 4) for s in first.GetSpacing())}, origin "
-                f"{tuple(round(o, 2) for o in image.GetOrigin())} vs {tuple(round(o, 2) for o in first.GetOrigin())}): "
-                f"the channels of a case must be co-registered on one grid; resample them onto channel 0 first.")
+        problems = grid_problems(Grid.of(image), first)
+        if problems:
+            raise CaseError(f"Channel '{source}' is not on the grid of '{sources[0]}' ({'; '.join(problems)}): the "
+                            f"channels of a case must be co-registered on one grid; resample them onto channel 0 first.")
 
 
 def channel_count(paths: Sequence[str]) -> int:

@@ -32,7 +32,7 @@ import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
 from TransferSegLib.data.framing import crop_box, resized_spacing_and_shift
-from TransferSegLib.data.grid import Grid
+from TransferSegLib.data.grid import Grid, grid_problems
 from TransferSegLib.data.intensity import apply_steps
 from TransferSegLib.data.recipe import IntensitySpec, Recipe
 from TransferSegLib.data.steps import IntensityStep
@@ -216,13 +216,9 @@ def _channel_images(image: Union[sitk.Image, Sequence[sitk.Image]]) -> Tuple[Gri
                             f"{channel.GetSize()} with {channel.GetNumberOfComponentsPerPixel()} component(s).")
     grid = Grid.of(images[0])
     for index, channel in enumerate(images[1:], start=1):
-        other = Grid.of(channel)
-        same = (other.size == grid.size and np.allclose(other.spacing, grid.spacing, rtol=1e-4, atol=1e-6)
-                and np.allclose(other.direction, grid.direction, atol=1e-4)
-                and np.allclose(other.origin, grid.origin, atol=1e-3 * max(grid.spacing)))
-        if not same:
-            raise CaseError(f"Channel {index} is not on channel 0's grid (size {other.size} vs {grid.size}, spacing "
-                            f"{other.spacing} vs {grid.spacing}, origin {other.origin} vs {grid.origin}): the channels "
+        problems = grid_problems(Grid.of(channel), grid)
+        if problems:
+            raise CaseError(f"Channel {index} is not on channel 0's grid ({'; '.join(problems)}): the channels "
                             f"of a case must be co-registered images on one grid; resample them first.")
     return grid, images
 
