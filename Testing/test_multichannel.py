@@ -28,6 +28,7 @@ def test_an_image_argument_names_its_channels_or_lists_them_in_order(tmp_path):
     assert parse_image_argument("a.nii.gz") == (["a.nii.gz"], [])
     assert parse_image_argument("a.nii.gz,b.nii.gz") == (["a.nii.gz", "b.nii.gz"], [])
     assert parse_image_argument("T1c=a.nii.gz, FLAIR=b.nii.gz") == (["a.nii.gz", "b.nii.gz"], ["T1c", "FLAIR"])
+    assert parse_image_argument("/data/run=1/ct.nii.gz") == (["/data/run=1/ct.nii.gz"], [])  # a path, not a name
     with pytest.raises(CaseError, match="name every channel"):
         parse_image_argument("T1c=a.nii.gz,b.nii.gz")
     case = Case(image="T2=c.nii.gz,T1c=a.nii.gz", label="l.nii.gz")

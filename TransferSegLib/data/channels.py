@@ -19,6 +19,7 @@ fine-tuned model keeps its base's), or only a count (the network's
 stacked voxel by voxel, so an unregistered channel would silently be nonsense.
 """
 
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -30,6 +31,9 @@ from TransferSegLib.data.grid import Grid, grid_problems
 from TransferSegLib.data.imageio import read_image
 
 
+_CHANNEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,39}")  # T1c, FLAIR, CT, PET_SUV; not a path
+
+
 def parse_image_argument(text: str) -> Tuple[List[str], List[str]]:
     """``a.nii.gz`` or ``a,b,...`` or ``NAME=a,NAME=b,...`` → (paths, names); names
     are empty when none are given and must be given for all files or none."""
@@ -39,7 +43,7 @@ def parse_image_argument(text: str) -> Tuple[List[str], List[str]]:
     paths, names = [], []
     for item in items:
         name, sep, path = item.partition("=")
-        if sep and name and not Path(item).exists():
+        if sep and _CHANNEL_NAME.fullmatch(name.strip()) and not Path(item).exists():
             names.append(name.strip())
             paths.append(path.strip())
         else:
