@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TransferSegLib.errors import CaseError
+from TransferSegLib.errors import CaseError, OutputError
 from TransferSegLib.data.imageio import (
     align_to_image, check_same_grid, read_image, read_labelmap, read_segment_names,
     write_labelmap,
@@ -444,7 +444,7 @@ def test_writing_is_atomic_and_keeps_an_existing_file_on_failure(tmp_path, monke
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk, "WriteImage", failing_write)
-    with pytest.raises(CaseError, match="disk full"):
+    with pytest.raises(OutputError, match="pred.nii.gz.*disk full"):
         write_labelmap(_image(np.zeros((6, 7, 8), np.uint8)), str(path))
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["pred.nii.gz"]

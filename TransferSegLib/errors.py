@@ -32,3 +32,10 @@ class TrainingCancelled(TransferSegError):
     """Training stopped because the user asked it to (not a failure)."""
 
     exit_code = 3
+
+
+class OutputError(TransferSegError):
+    """A result cannot be written where the user asked (disk full, read-only, no permission, not a folder).
+
+    Raised only after the previous file at that place was left untouched.
+    """

@@ -153,8 +153,11 @@ def spec_from_args(args):
 
 
 def run(args) -> int:
+    from TransferSegLib.training.finetune import check_finetune_spec
+
     spec = spec_from_args(args)
     spec.keep_checkpoints = bool(args.keep_checkpoints)
+    check_finetune_spec(spec)  # settings and --output refused now, not after a worker has trained
     if args.in_process:
         from TransferSegLib.training.finetune import run_finetune
         from TransferSegLib.progress import ProgressPrinter

@@ -8,8 +8,6 @@ names, colors and label values, the way Slicer itself stores them.
 """
 
 import json
-import os
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import SimpleITK as sitk
 from TransferSegLib.data.grid import (DIRECTION_ATOL, ORIGIN_ATOL_MM, SPACING_RTOL, Grid, grid_problems,
                                      lattice_permutation, permute_onto)
 from TransferSegLib.errors import CaseError
+from TransferSegLib.paths import write_atomically
 from TransferSegLib.names import label_color
 
 Color = Tuple[float, float, float]
@@ -413,13 +412,6 @@ def align_to_image(image: sitk.Image, label: sitk.Image, image_path: str, label_
 
 # --- writing labelmaps ----------------------------------------------------------------------------
 
-def _temporary_sibling(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = _suffix(path)
-    return os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-
-
 def _label_pixels(label: sitk.Image, path: str) -> sitk.Image:
     if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"Cannot write '{path}': a labelmap must be a 3D single-channel image, got size "
@@ -435,18 +427,13 @@ def _label_pixels(label: sitk.Image, path: str) -> sitk.Image:
     return sitk.Cast(label, sitk.sitkUInt8 if high < 256 else sitk.sitkUInt16)
 
 
-def write_labelmap(
+def prepare_labelmap(
     label: sitk.Image,
     path: str,
     names: Optional[Dict[int, str]] = None,
     colors: Optional[Dict[int, Color]] = None,
-) -> str:
-    """Write a labelmap atomically (temporary file in the same folder, then rename).
-
-    ``.nii``/``.nii.gz``/``.nrrd``/``.mha``: plain labelmaps. ``.seg.nrrd``: a Slicer
-    segmentation with one named, colored segment per label value that is named or
-    present (colors default to ``names.label_color``). Returns the path written.
-    """
+) -> sitk.Image:
+    """The image ``write_labelmap`` writes to ``path``: label pixels, plus a segment table for ``.seg.nrrd``."""
     suffix = _suffix(path)
     if suffix not in LABELMAP_WRITE_SUFFIXES:
         raise CaseError(f"Cannot write a labelmap to '{path}': use one of {', '.join(LABELMAP_WRITE_SUFFIXES)}.")
@@ -455,18 +442,28 @@ def write_labelmap(
         out.EraseMetaData(key)  # never carry another file's segment table into this one
     if suffix == ".seg.nrrd":
         _add_segment_metadata(out, names or {}, colors or {})
-    tmp = _temporary_sibling(path)
-    try:
-        sitk.WriteImage(out, tmp, True)
-        os.replace(tmp, path)
-    except RuntimeError as exc:
-        raise CaseError(f"Cannot write '{path}': {_first_line(exc)}") from exc
-    except OSError as exc:
-        raise CaseError(f"Cannot write '{path}': {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return out
+
+
+def write_labelmap(
+    label: sitk.Image,
+    path: str,
+    names: Optional[Dict[int, str]] = None,
+    colors: Optional[Dict[int, Color]] = None,
+) -> str:
+    """Write a labelmap atomically (``paths.write_atomically``: checked, then renamed; ``OutputError`` if not).
+
+    ``.nii``/``.nii.gz``/``.nrrd``/``.mha``: plain labelmaps. ``.seg.nrrd``: a Slicer
+    segmentation with one named, colored segment per label value that is named or
+    present (colors default to ``names.label_color``). Returns the path written.
+    """
+    write_atomically(path, image_writer(prepare_labelmap(label, path, names, colors)))
     return str(path)
+
+
+def image_writer(label: sitk.Image):
+    """A ``paths.write_atomically`` writer for an image (compressed; for files written together)."""
+    return lambda temporary: sitk.WriteImage(label, str(temporary), True)
 
 
 def _extents(array_zyx: np.ndarray, values: List[int]) -> Dict[int, str]:

@@ -18,6 +18,7 @@ from TransferSegLib.models.base_model import BaseModel
 from TransferSegLib.errors import ModelError
 from TransferSegLib.inference.cleanup import CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions
 from TransferSegLib.models.model_dir import load_model
+from TransferSegLib.paths import check_outputs, write_group_atomically
 from TransferSegLib.data.preprocess import preprocess_image, restore_probabilities
 from TransferSegLib.training.train import resolve_device
 
@@ -155,21 +156,29 @@ def predict_file(
     """Read an image, predict, and write the labelmap (.nii.gz or .seg.nrrd) atomically.
 
     ``image_path`` may name several channel files (``data.channels``: ``a,b`` or
-    ``T1c=a,T1=b``, or a 4D file); they are put in the model's channel order."""
+    ``T1c=a,T1=b``, or a 4D file); they are put in the model's channel order.
+    The labelmap and the optional probabilities and uncertainty images land
+    together or not at all; an output that is an input or inside the model
+    folder is refused before the model is even loaded.
+    """
     from TransferSegLib.data.channels import order_channels, parse_image_argument, read_channels
-    from TransferSegLib.data.imageio import write_labelmap
+    from TransferSegLib.data.imageio import check_not_blank, image_writer, prepare_labelmap
     from TransferSegLib.names import label_color
 
     output_path = Path(output_path)
     if not (str(output_path).endswith((".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha"))):
         raise ModelError(f"Output '{output_path}' must end in .nii.gz, .nii, .seg.nrrd, .nrrd or .mha.")
-    model, info = load_model(Path(model_dir), "cpu")
+    options = InferenceOptions(overlap=overlap, tta=tta, largest_component=largest_component)
     paths, names = ([str(image_path)], []) if Path(image_path).exists() else parse_image_argument(str(image_path))
+    check_outputs({"--output": output_path, "--probabilities": probabilities_path, "--uncertainty": uncertainty_path},
+                  {"--image": paths, "--model": [model_dir, Path(model_dir) / "model.json", Path(model_dir) / "model.pt"]})
+    model, info = load_model(Path(model_dir), "cpu")
     paths = order_channels(paths, names, list(info.card.get("input_channels") or []) if info.card else [],
                            int(info.network.args.get("in_channels", 1)), f"--image '{image_path}'")
     channels = read_channels(paths)
+    for path, channel in zip(paths, channels):
+        check_not_blank(channel, path)
     image = channels[0]
-    options = InferenceOptions(overlap=overlap, tta=tta, largest_component=largest_component)
     prediction = predict_image(
         model, info, channels if len(channels) > 1 else image, device, options,
         keep_probabilities=probabilities_path is not None,
@@ -177,20 +186,12 @@ def predict_file(
     )
     names = {i: n for i, n in enumerate(info.labels) if i > 0}
     colors = {i: label_color(n, i) for i, n in names.items()}
-    write_labelmap(prediction.labelmap, str(output_path), names=names, colors=colors)
+    files = [(output_path, image_writer(prepare_labelmap(prediction.labelmap, str(output_path), names, colors)))]
     if probabilities_path is not None and prediction.probabilities is not None:
         probs = sitk.GetImageFromArray(prediction.probabilities.transpose(3, 2, 1, 0).astype(np.float32), isVector=True)
         probs.CopyInformation(image)
-        _write_atomic(probs, Path(probabilities_path))
+        files.append((Path(probabilities_path), image_writer(probs)))
     if uncertainty_path is not None and prediction.uncertainty is not None:
-        _write_atomic(prediction.uncertainty, Path(uncertainty_path))
+        files.append((Path(uncertainty_path), image_writer(prediction.uncertainty)))
+    write_group_atomically(files)
     return prediction
-
-
-def _write_atomic(image: sitk.Image, path: Path) -> None:
-    import os
-
-    name = path.name
-    tmp = path.with_name(".tmp-" + name)
-    sitk.WriteImage(image, str(tmp), useCompression=True)
-    os.replace(tmp, path)

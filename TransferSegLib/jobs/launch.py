@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 from TransferSegLib.jobs.layout import LAUNCH, LOG, now_iso
 from TransferSegLib.jobs.processes import process_created
 from TransferSegLib.jobs.state import this_host
+from TransferSegLib.paths import write_text_atomically
 
 LIBRARY_PARENT = str(Path(__file__).resolve().parent.parent.parent)
 
@@ -49,9 +50,7 @@ def launch_worker(job_dir: Path, command: List[str], env: Optional[Dict[str, str
                                    env=worker_environment(env), cwd=os.getcwd(), **kwargs)
     record = {"pid": process.pid, "host": this_host(), "pid_created": process_created(process.pid),
               "command": command, "started": now_iso()}
-    tmp = job_dir / f".{LAUNCH}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, job_dir / LAUNCH)
+    write_text_atomically(job_dir / LAUNCH, json.dumps(record, indent=2) + "\n")
     return process
 
 

@@ -8,7 +8,6 @@ Importing this module does not import torch.
 """
 
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from TransferSegLib.errors import CaseError, JobError, ModelError, TransferSegError
 from TransferSegLib.jobs.layout import now_iso
+from TransferSegLib.paths import write_text_atomically
 
 SPEC_VERSION = 1
 TASKS = ("finetune", "experiment")
@@ -159,10 +159,7 @@ class JobSpec:
 
     def save(self, path: Union[str, Path]) -> None:
         """Write atomically: a reader never sees half a spec."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "JobSpec":

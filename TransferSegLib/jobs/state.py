@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from TransferSegLib.errors import JobError
 from TransferSegLib.jobs.layout import STATE, now_iso
+from TransferSegLib.paths import write_text_atomically
 
 STATES = ("queued", "running", "cancelling", "cancelled", "failed", "finished")
 TERMINAL = ("cancelled", "failed", "finished")
@@ -90,13 +91,7 @@ def write_state(job_dir: Union[str, Path], state: JobState) -> JobState:
     state.created = state.created or now
     if state.terminal and not state.ended:
         state.ended = now
-    path = state_path(job_dir)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(state.to_dict(), indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomically(state_path(job_dir), json.dumps(state.to_dict(), indent=2) + "\n")
     return state
 
 

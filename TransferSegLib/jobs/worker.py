@@ -23,13 +23,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from TransferSegLib.errors import CaseError, DownloadError, JobError, ModelError, TrainingCancelled, TransferSegError
+from TransferSegLib.errors import CaseError, DownloadError, JobError, ModelError, OutputError, TrainingCancelled, TransferSegError
 from TransferSegLib.jobs.events import EventWriter
 from TransferSegLib.jobs.layout import CANCEL, CHECKPOINTS, EVENTS, SPEC, now_iso
 from TransferSegLib.jobs.lock import DeviceBusy, DeviceLock
 from TransferSegLib.jobs.processes import pid_alive, process_created
 from TransferSegLib.jobs.spec import JobSpec
 from TransferSegLib.jobs.state import JobState, read_state, this_host, write_state
+from TransferSegLib.paths import output_error
 
 EXIT_FINISHED, EXIT_CRASHED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, TrainingCancelled.exit_code
 MAX_MEMORY_RETRIES = 4
@@ -115,6 +116,8 @@ HINTS = (
     (DownloadError, lambda exc: True, "Check the network connection, or place the weights file by hand and use --offline."),
     (JobError, lambda exc: "spec.json" in str(exc),
      "Correct spec.json in the job folder, or start the job again from the command line or the Slicer panel."),
+    (OutputError, lambda exc: True,
+     "Free some space or choose an output folder you can write to, then resume the job ('transferseg job resume')."),
 )
 
 
@@ -126,6 +129,8 @@ def describe_failure(exc: BaseException) -> Dict[str, Any]:
             "message": f"Out of memory even with the smallest batch and patch TransferSeg tries: {_first_line(exc)}",
             "hint": "Close other programs using the GPU, lower --patch-size, or train on the CPU (--device cpu).",
         }
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        exc = output_error(exc.filename, exc)  # a full disk or a read-only place while writing: not a bug
     if isinstance(exc, TransferSegError):
         hint = next((h for cls, applies, h in HINTS if isinstance(exc, cls) and applies(exc)), "")
         return {"type": type(exc).__name__, "message": str(exc), "hint": hint}

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from TransferSegLib.errors import ModelError
 from TransferSegLib.training.networks import NetworkSpec
 from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.models.folder_swap import recover_folder
 from TransferSegLib.paths import resources_dir
 
 SCRATCH_NAMES = ("none", "scratch")
@@ -72,9 +73,17 @@ class BaseModel:
     encoder_only: bool = False
 
 
-def load_model_dir(path: Path) -> BaseModel:
-    """A fine-tuned model folder (``model.json`` + ``model.pt``) as a base model."""
+def load_model_dir(path: Path, trusted: bool = False) -> BaseModel:
+    """A fine-tuned model folder (``model.json`` + ``model.pt``) as a base model.
+
+    ``trusted`` only for the folder shipped with TransferSeg: any other folder is
+    data from whoever made it, and its network must pass the allow-list as such.
+    """
     path = Path(path)
+    try:
+        recover_folder(path)  # a save that died mid-swap left the previous model aside: put it back
+    except OSError:
+        pass  # a read-only place (the shipped model) has nothing to repair
     meta_path = path / "model.json"
     weights = path / "model.pt"
     if not meta_path.is_file() or not weights.is_file():
@@ -91,7 +100,7 @@ def load_model_dir(path: Path) -> BaseModel:
     try:
         return BaseModel(
             name=str(meta.get("name") or path.name),
-            network=NetworkSpec.from_dict(meta["network"]),
+            network=NetworkSpec.from_dict(meta["network"], origin=str(meta_path), trusted=trusted),
             labels=list(meta["labels"]),
             recipe=Recipe.from_dict(meta["recipe"]),
             patch_size=tuple(int(v) for v in meta["patch_size"]),  # type: ignore[arg-type]
@@ -122,7 +131,7 @@ def resolve_base_model(
                 f"The shipped default base model is missing from '{folder}'. Reinstall TransferSeg, "
                 f"or pick another base model ('transferseg models list') or --base none."
             )
-        model = load_model_dir(folder)
+        model = load_model_dir(folder, trusted=True)
         model.source = "shipped"
         return model
     path = Path(key).expanduser()

@@ -30,6 +30,7 @@ from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.data.steps import IntensityStep, describe
 from TransferSegLib.models.bundle_steps import (INTENSITY_TRANSFORMS, padding_value, steps_of_transform,
                                                 transforms_of_step)
+from TransferSegLib.paths import write_atomically
 
 #: Arguments that older MONAI networks took and current ones refuse; they carry no weights.
 _REMOVED_ARGS = {"SwinUNETR": ("img_size",)}
@@ -141,7 +142,7 @@ def _network_spec(config: Dict[str, Any], where: Path) -> Tuple[NetworkSpec, Lis
         if arg in data:
             data = {k: v for k, v in data.items() if k != arg}
             notes.append(f"dropped the network argument '{arg}', which current MONAI no longer takes")
-    return NetworkSpec.from_dict(data), notes
+    return NetworkSpec.from_dict(data, origin=str(where)), notes
 
 
 def _shallow(config: Dict[str, Any], value: Any, what: str, where: Path) -> Any:
@@ -473,12 +474,12 @@ def export_bundle(model_dir: Path, out: Path) -> Path:
         (root / "docs" / "README.md").write_text(_readme(info, meta), encoding="utf-8")
         (root / "LICENSE").write_text(_license_text(info, meta), encoding="utf-8")
         if as_zip:
-            archive = temp / "bundle.zip"
-            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-                for file in sorted(root.rglob("*")):
-                    if file.is_file():
-                        zf.write(file, file.relative_to(temp).as_posix())
-            os.replace(archive, out)
+            def pack(archive: Path) -> None:
+                with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+                    for file in sorted(root.rglob("*")):
+                        if file.is_file():
+                            zf.write(file, file.relative_to(temp).as_posix())
+            write_atomically(out, pack)
         else:
             os.chmod(root, 0o755)
             os.replace(root, out)

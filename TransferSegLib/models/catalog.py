@@ -13,7 +13,6 @@ the catalog before the heavy dependencies are installed.
 """
 
 import json
-import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 from TransferSegLib.models.base_model import BaseModel, KeyMap
-from TransferSegLib.paths import resources_dir
+from TransferSegLib.paths import shipped_catalog_path, write_atomically, write_json_atomically
 from TransferSegLib.models.download import cache_dir, download, file_checksum, is_offline, parse_checksum, use_local_file
 from TransferSegLib.errors import DownloadError, ModelError
 from TransferSegLib.training.networks import NetworkSpec
@@ -72,7 +71,7 @@ class CatalogEntry:
     card: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], where: str = "the catalog") -> "CatalogEntry":
+    def from_dict(cls, data: Dict[str, Any], where: str = "the catalog", trusted: bool = False) -> "CatalogEntry":
         if not isinstance(data, dict):
             raise ModelError(f"An entry in {where} is not a JSON object: {data!r}.")
         name = str(data.get("name", ""))
@@ -88,7 +87,7 @@ class CatalogEntry:
             raise ModelError(f"{what}: a name may hold only letters, digits, '.', '_' and '-'.")
         values = dict(data)
         try:
-            values["network"] = NetworkSpec.from_dict(data["network"])
+            values["network"] = NetworkSpec.from_dict(data["network"], origin=where, trusted=trusted)
             values["recipe"] = Recipe.from_dict(data["recipe"])
             values["key_map"] = KeyMap.from_dict(data.get("key_map"))
             values["labels"] = [str(n) for n in data["labels"]]
@@ -166,10 +165,6 @@ def _url_file_name(url: str, fallback: str) -> str:
 # Sources
 
 
-def shipped_catalog_path() -> Path:
-    return resources_dir() / "Models" / "catalog.json"
-
-
 def read_catalog(path: Path) -> List[CatalogEntry]:
     """Entries of a catalog file; a wrong format or version is refused, not guessed at."""
     path = Path(path)
@@ -184,7 +179,8 @@ def read_catalog(path: Path) -> List[CatalogEntry]:
     if data.get("version") != CATALOG_VERSION:
         raise ModelError(f"The model catalog '{path}' has version {data.get('version')!r}; this TransferSeg reads "
                          f"version {CATALOG_VERSION}. Update TransferSeg.")
-    entries = [CatalogEntry.from_dict(e, where=str(path)) for e in data.get("models", [])]
+    shipped = path.resolve() == shipped_catalog_path().resolve()  # it comes with the code: trusted
+    entries = [CatalogEntry.from_dict(e, where=str(path), trusted=shipped) for e in data.get("models", [])]
     _check_unique(entries, str(path))
     return entries
 
@@ -235,16 +231,16 @@ def read_user_models(cache_root: Optional[Path] = None) -> List[CatalogEntry]:
         raise ModelError(f"Cannot read your registered models in '{path}': {exc}. Fix or delete the file.") from exc
     if not isinstance(data, dict) or data.get("format") != USER_FORMAT:
         raise ModelError(f"'{path}' is not a TransferSeg list of user models; delete it and register them again.")
-    return [CatalogEntry.from_dict(e, where=str(path)) for e in data.get("models", [])]
+    # The user registered these checkpoints and specs themselves; entries made from bundles stay untrusted.
+    return [CatalogEntry.from_dict(e, where=str(path), trusted=isinstance(e, dict) and e.get("source") == "user")
+            for e in data.get("models", [])]
 
 
 def _write_user_models(entries: List[CatalogEntry], cache_root: Optional[Path]) -> None:
     path = user_models_path(cache_root)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": USER_FORMAT, "version": 1, "models": [e.to_dict() for e in entries]}
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    write_json_atomically(path, payload)
 
 
 def list_models(cache_root: Optional[Path] = None, include_unavailable: bool = False) -> List[CatalogEntry]:
@@ -410,7 +406,7 @@ def add_user_model(path, name: Optional[str] = None, spec: Any = None, cache_roo
         data.update(name=_valid_name(name or path.stem), source="user", checkpoint=str(path))
         data["sha256"] = "sha256:" + file_checksum(path)
         data["size_bytes"] = path.stat().st_size
-        entry = CatalogEntry.from_dict(data, where=f"the spec for '{path.name}'")
+        entry = CatalogEntry.from_dict(data, where=f"the spec for '{path.name}'", trusted=True)
         _check_loads(entry, path)
     if entry.name.lower() in {e.name.lower() for e in read_catalog(shipped_catalog_path())}:
         raise ModelError(f"'{entry.name}' is the name of a catalog model; choose another --name.")
@@ -439,7 +435,7 @@ def add_inflated_model(checkpoint_2d, spec: Any, name: str, depth_mode: str = "c
     path = Path(checkpoint_2d).expanduser().resolve()
     data = _read_spec(spec)
     entry = CatalogEntry.from_dict(dict(data, name=_valid_name(name), source="user"),
-                                   where=f"the spec for the inflated '{name}'")
+                                   where=f"the spec for the inflated '{name}'", trusted=True)
     if int(entry.network.args.get("spatial_dims", 3)) != 3:
         raise ModelError(f"The spec for '{name}' must describe the 3D network (spatial_dims 3); the 2D weights "
                          f"come from '{path.name}'.")
@@ -454,9 +450,8 @@ def add_inflated_model(checkpoint_2d, spec: Any, name: str, depth_mode: str = "c
                          f"Use the same network class and widths, or give the spec a key_map.")
     out = cache_dir(cache_root) / "user" / f"{entry.name}-inflated-3d.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(out.name + ".part")
-    torch.save(model.state_dict(), str(temp))
-    os.replace(temp, out)
+    state = model.state_dict()
+    write_atomically(out, lambda temporary: torch.save(state, str(temporary)))
     card = dict(data.get("card") or {}, inflated_from=str(path), depth_mode=depth_mode,
                 tensors_without_2d_counterpart=missing)
     spec_3d = dict(data, key_map=KeyMap().to_dict(), card=card,

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from urllib.parse import urlparse
 
 from TransferSegLib.errors import DownloadError
+from TransferSegLib.paths import write_atomically
 
 #: Progress callback: bytes done so far, total bytes (None when the server does not say).
 Progress = Callable[[int, Optional[int]], None]
@@ -292,12 +293,9 @@ def use_local_file(src: Path, dest: Path, sha256: Optional[str] = None, size: Op
                             "get the published version of the file.")
     if dest.exists() and dest.resolve() == src.resolve():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    temp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(src, temp)
-    problem = file_problem(temp, sha256, size)
-    if problem is not None:
-        temp.unlink()
-        raise DownloadError(f"Copying {src} to {temp} gave a file that {problem}; check the disk and try again.")
-    os.replace(temp, dest)
-    return dest
+    def copy(temp: Path) -> None:
+        shutil.copyfile(src, temp)
+        problem = file_problem(temp, sha256, size)
+        if problem is not None:
+            raise DownloadError(f"Copying {src} to {dest} gave a file that {problem}; check the disk and try again.")
+    return write_atomically(dest, copy)

@@ -1,15 +1,14 @@
 """The fine-tuned model folder: ``model.json`` + ``model.pt``, written atomically.
 
 A user's previous model is their work: a new one is written to a temporary
-sibling folder and only swapped in once complete, so a crash or a cancel never
-leaves a half-written model where a good one was.
+sibling folder and only swapped in once complete (``paths.replace_folder``), so a
+crash or a cancel never leaves a half-written model where a good one was, and a
+death in the middle of the swap is repaired by the next save or load.
 """
 
 import datetime
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
@@ -19,6 +18,8 @@ from torch import nn
 from TransferSegLib import __version__
 from TransferSegLib.models.base_model import BaseModel, load_model_dir
 from TransferSegLib.errors import ModelError
+from TransferSegLib.models.folder_swap import recover_folder, replace_folder, staging_folder
+from TransferSegLib.paths import write_atomically, write_text_atomically
 from TransferSegLib.training.networks import build_network
 
 MODEL_FORMAT = "transferseg-model"
@@ -29,6 +30,7 @@ def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], meta: Dict
     """Write a model folder at ``output``, replacing an existing one only when complete."""
     output = Path(output).expanduser().resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(output)
     if output.exists() and not (output / "model.json").is_file() and any(output.iterdir()):
         raise ModelError(
             f"'{output}' exists and is not a TransferSeg model folder: refusing to replace it. "
@@ -37,20 +39,12 @@ def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], meta: Dict
     record = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "transferseg": __version__}
     record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record.update(meta)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=str(output.parent)))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is meant to be shared
+    tmp = staging_folder(output)
     try:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp / "model.pt")
-        (tmp / "model.json").write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        backup = None
-        if output.exists():
-            backup = output.with_name(f".{output.name}.previous")
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(output, backup)
-        os.replace(tmp, output)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        weights = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        write_atomically(tmp / "model.pt", lambda temporary: torch.save(weights, str(temporary)))
+        write_text_atomically(tmp / "model.json", json.dumps(record, indent=2, sort_keys=False) + "\n")
+        replace_folder(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

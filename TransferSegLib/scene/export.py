@@ -9,7 +9,6 @@ annotates (the others are unknown there, not background) and, when only some sli
 were drawn, the slices whose labels are known (its region mask).
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -19,6 +18,7 @@ import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
 from TransferSegLib.names import normalize_label_name
+from TransferSegLib.paths import write_atomically
 from TransferSegLib.scene.cases import SceneCase, training_labels
 from TransferSegLib.scene.geometry import (
     Grid, check_scalar, check_untransformed, reference_grid, volume_grid, write_volume_nrrd,
@@ -178,10 +178,8 @@ def describe_slices(case: SceneCase, checked: Optional[CaseVoxels]) -> str:
 
 
 def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(".partial-" + path.name)
-    sitk.WriteImage(image, str(temporary), useCompression=compress)
-    os.replace(temporary, path)
+    """``paths.write_atomically``: checked before it replaces ``path``; ``OutputError`` if it cannot be."""
+    write_atomically(path, lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=compress))
 
 
 def _file_stem(name: str) -> str:

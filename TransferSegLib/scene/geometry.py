@@ -10,6 +10,7 @@ Imports ``slicer``; only the ``scene*`` modules may.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
@@ -18,6 +19,7 @@ import slicer
 import vtk
 
 from TransferSegLib.errors import CaseError
+from TransferSegLib.paths import write_atomically
 
 # RAS (Slicer) ⇄ LPS (ITK, DICOM, NIfTI readers) flips the first two axes.
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -139,9 +141,6 @@ def write_volume_nrrd(volume, path) -> None:
     Writes the node's voxels without the two copies a SimpleITK round trip makes: a
     512×512×300 CT takes a fraction of a second. ``path`` is replaced only when complete.
     """
-    import os
-    from pathlib import Path
-
     check_scalar(volume)
     check_untransformed(volume)
     grid = volume_grid(volume)
@@ -157,13 +156,11 @@ def write_volume_nrrd(volume, path) -> None:
               "kinds: domain domain domain\n"
               f"endian: {'little' if voxels.dtype.byteorder in ('<', '=', '|') else 'big'}\nencoding: raw\n"
               f"space origin: ({','.join(f'{v:.17g}' for v in grid.origin)})\n\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(".partial-" + path.name)
-    with open(temporary, "wb") as handle:
-        handle.write(header.encode("ascii"))
-        np.ascontiguousarray(voxels).tofile(handle)
-    os.replace(temporary, path)
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            handle.write(header.encode("ascii"))
+            np.ascontiguousarray(voxels).tofile(handle)
+    write_atomically(Path(path), write)
 
 
 def volume_from_image(image: sitk.Image, name: str, labelmap: bool = False):

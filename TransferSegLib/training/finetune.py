@@ -7,6 +7,8 @@ target labels by name, applies the transfer strategy, trains, and writes the
 model folder atomically.
 """
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -21,6 +23,7 @@ from TransferSegLib.data.channels import channel_count, order_channels
 from TransferSegLib.errors import CaseError, ModelError
 from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
 from TransferSegLib.models.model_dir import base_weights, save_model_dir
+from TransferSegLib.models.folder_swap import check_folder_output, claim_output
 from TransferSegLib.names import BACKGROUND, index_by_name, normalize_label_name, with_background
 from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
 from TransferSegLib.data.preprocess import preprocess_image, preprocess_labels
@@ -164,13 +167,46 @@ def run_finetune(
     work_dir: Optional[str] = None,
     resume: bool = False,
 ) -> FinetuneResult:
-    """Fine-tune and write the model folder; see docs/architecture.md for the events."""
+    """Fine-tune and write the model folder; see docs/architecture.md for the events.
+
+    Settings, cases and ``--output`` are checked before anything is loaded; the
+    output is claimed for the whole run (a second run for it is refused) and,
+    without a ``work_dir``, checkpoints go to a folder of this run's own.
+    """
+    output = check_finetune_spec(spec)
+    with claim_output(output):
+        if work_dir is not None:
+            return _run_claimed(spec, reporter, should_stop, Path(work_dir), resume)
+        work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".work", dir=str(output.parent)))
+        try:
+            return _run_claimed(spec, reporter, should_stop, work, False)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def check_finetune_spec(spec: FinetuneSpec) -> Path:
+    """What can be checked before any file is read: strategy, settings, cases, ``--output``. Returns the output."""
+    check_strategy(spec.strategy)
+    spec.train.check()
+    if not spec.cases:
+        raise CaseError("No training cases: give --image/--label pairs or --dataset dataset.json.")
+    return check_model_output(spec)
+
+
+def check_model_output(spec: FinetuneSpec) -> Path:
+    """``--output`` checked with the other inputs, before training (``OutputError`` naming the problem)."""
+    inputs: Dict[str, List[str]] = {"--image": [], "--label": []}
+    for case in spec.cases + spec.val_cases:
+        inputs["--image"].append(case.image)
+        inputs["--label"] += [p for p in (case.label, case.region) if p]
+    return check_folder_output("--output", spec.output, inputs, marker="model.json")
+
+
+def _run_claimed(spec: FinetuneSpec, reporter: Optional[Reporter], should_stop: Optional[Callable[[], bool]],
+                 work: Path, resume: bool) -> FinetuneResult:
     reporter = reporter or Reporter()
     requested = spec.strategy if spec.strategy == AUTO else check_strategy(spec.strategy)
     config = spec.train
-    config.check()
-    if not spec.cases:
-        raise CaseError("No training cases: give --image/--label pairs or --dataset dataset.json.")
     base = resolve_base_model(spec.base, offline=spec.offline)
     choice = choose_strategy(requested, base)
     strategy = choice.strategy
@@ -229,7 +265,6 @@ def run_finetune(
         probs = sliding_window_probabilities(net, image, patch, device, InferenceOptions(overlap=config.val_overlap))
         return probs.argmax(0)
 
-    work = Path(work_dir) if work_dir else Path(spec.output).expanduser().resolve().parent / f".{Path(spec.output).name}.work"
     result = train(
         model, prepared_train, prepared_val, labels, strategy, config, work,
         reporter=reporter, should_stop=should_stop, resume=resume, predict_fn=predict_fn,

@@ -8,7 +8,7 @@ head differs per architecture, so that knowledge lives here, next to the builder
 """
 
 import copy
-import importlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -16,18 +16,22 @@ import torch
 from torch import nn
 
 from TransferSegLib.errors import ModelError
-
-# Only classes from these packages can be named in a spec: a spec is data read
-# from catalogs and downloaded bundles and must not import arbitrary code.
-_ALLOWED_PREFIXES = ("monai.networks.nets.", "TransferSegLib.")
+from TransferSegLib.training.network_allowlist import network_class
 
 
 @dataclass
 class NetworkSpec:
-    """A network as data: the class to build and its constructor arguments."""
+    """A network as data: the class to build and its constructor arguments.
+
+    ``origin`` names the file the spec was read from (for messages). ``trusted`` is
+    True only for specs from the shipped catalog or models the user registered;
+    neither is written to disk, so a ``model.json`` cannot declare itself trusted.
+    """
 
     target: str
     args: Dict[str, Any] = field(default_factory=dict)
+    origin: str = field(default="", compare=False, repr=False)
+    trusted: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> Dict[str, Any]:
         result = {"_target_": self.target}
@@ -35,11 +39,19 @@ class NetworkSpec:
         return result
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "NetworkSpec":
-        if "_target_" not in data:
-            raise ModelError(f"Network spec {data!r} has no '_target_' naming the network class.")
+    def from_dict(cls, data: Dict[str, Any], origin: str = "", trusted: bool = False) -> "NetworkSpec":
+        """A spec from its JSON form, its target checked against the allow-list at once.
+
+        Checking here (not only when building) refuses a hostile ``model.json`` or
+        bundle before anything else is read from it or written because of it.
+        """
+        where = origin or "the network spec"
+        if not isinstance(data, dict) or "_target_" not in data:
+            raise ModelError(f"The network in '{where}' is not a '_target_' + arguments object.")
         args = {k: v for k, v in data.items() if k != "_target_"}
-        return cls(target=str(data["_target_"]), args=args)
+        spec = cls(target=str(data["_target_"]), args=args, origin=origin, trusted=trusted)
+        network_class(spec.target, spec.args, where, trusted)
+        return spec
 
     @property
     def class_name(self) -> str:
@@ -57,7 +69,7 @@ class NetworkSpec:
     def with_out_channels(self, count: int) -> "NetworkSpec":
         args = copy.deepcopy(self.args)
         args[self.out_channels_key] = int(count)
-        return NetworkSpec(self.target, args)
+        return dataclasses.replace(self, args=args)
 
 
 def default_network_spec(in_channels: int = 1, out_channels: int = 2) -> NetworkSpec:
@@ -81,37 +93,14 @@ def default_network_spec(in_channels: int = 1, out_channels: int = 2) -> Network
     )
 
 
-def _resolve(target: str):
-    if "." not in target:
-        target = "monai.networks.nets." + target
-    if not target.startswith(_ALLOWED_PREFIXES):
-        raise ModelError(
-            f"Network class '{target}' is not allowed: a spec may only name MONAI networks "
-            f"(monai.networks.nets.*) or TransferSeg's own."
-        )
-    module_name, class_name = target.rsplit(".", 1)
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ModelError(
-            f"Network class '{target}' does not exist in the installed MONAI "
-            f"({_monai_version()}): {exc}. Update MONAI or pick another model."
-        ) from exc
-
-
-def _monai_version() -> str:
-    try:
-        import monai
-
-        return "monai " + monai.__version__
-    except ImportError:  # pragma: no cover - monai is a hard dependency
-        return "no monai"
-
-
 def build_network(spec: NetworkSpec) -> nn.Module:
-    """Instantiate the network a spec describes (weights freshly initialized)."""
-    cls = _resolve(spec.target)
+    """Instantiate the network a spec describes (weights freshly initialized).
+
+    Only classes the allow-list admits are built (``network_allowlist``): a spec is
+    data from catalogs, model folders and downloaded bundles, never a licence to
+    call arbitrary code.
+    """
+    cls = network_class(spec.target, spec.args, spec.origin or "the network spec", spec.trusted)
     try:
         return cls(**spec.args)
     except TypeError as exc:

@@ -19,6 +19,7 @@ from torch import nn
 
 from TransferSegLib.training.augment import AugmentConfig, augment_batch
 from TransferSegLib.errors import TrainingCancelled, TransferSegError
+from TransferSegLib.paths import write_atomically
 from TransferSegLib.training.losses import partial_label_loss
 from TransferSegLib.training.sampling import PreparedCase, sample_batch
 from TransferSegLib.training.transfer import StagedSchedule, apply_strategy, freeze_norm_statistics, set_trainable_parts
@@ -154,9 +155,8 @@ def _progress(state: TrainState, config: TrainConfig) -> float:
 
 
 def _save(path: Path, payload: Dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    """A checkpoint under a unique temporary name, checked, then renamed (two runs never share a temporary)."""
+    write_atomically(path, lambda temporary: torch.save(payload, str(temporary)))
 
 
 def _checkpoint_payload(model, optimizer, state: TrainState, np_rng, torch_gen, stage: int) -> Dict[str, Any]:
