@@ -128,7 +128,8 @@ def test_a_job_started_with_a_bad_output_fails_with_a_clear_message_in_its_worke
     from TransferSegLib.training.train import TrainConfig
 
     image, label = _ct(tmp_path / "ct.nii.gz"), _label(tmp_path / "lab.nii.gz")
-    spec = FinetuneSpec(base="none", cases=[Case(str(image), str(label))], labels=["liver"], strategy="scratch",
+    spec = FinetuneSpec(base="none", cases=[Case(str(image), str(label), {1: "liver"})], labels=["liver"],
+                        strategy="scratch",
                         output=str(image), train=TrainConfig(iterations=2, time_budget=None, device="cpu"),
                         patch_size=(16, 16, 16))
     job = start_job(JobSpec.from_finetune_spec(spec), tmp_path / "job")  # as the Slicer panel starts one

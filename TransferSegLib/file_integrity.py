@@ -17,11 +17,17 @@ import zlib
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
+import numpy as np
+
 PathLike = Union[str, Path]
 
 
 class IncompleteFile(Exception):
     """What was written is not a complete file of its kind (reason in the message)."""
+
+
+class WrongFormat(IncompleteFile):
+    """The file does not even start as its name says (not cut short: another kind of file)."""
 
 
 def compound_suffix(name: str) -> str:
@@ -55,7 +61,7 @@ def _nifti_expected_size(head: bytes) -> Optional[int]:
     else:
         if struct.unpack("<i", head[:4])[0] == 540 or struct.unpack(">i", head[:4])[0] == 540:
             return None
-        raise IncompleteFile("does not start with a NIfTI header")
+        raise WrongFormat("does not start with a NIfTI header")
     dims = struct.unpack(order + "8h", head[40:56])
     bitpix = struct.unpack(order + "h", head[72:74])[0]
     offset = struct.unpack(order + "f", head[108:112])[0]
@@ -78,7 +84,7 @@ def _check_nrrd(path: Path) -> None:
     with open(path, "rb") as stream:
         data = stream.read()
     if not data.startswith(b"NRRD"):
-        raise IncompleteFile("does not start with a NRRD header")
+        raise WrongFormat("does not start with a NRRD header")
     end = data.find(b"\n\n")
     if end < 0:
         raise IncompleteFile("ends inside its NRRD header")
@@ -129,6 +135,8 @@ def check_complete(path: PathLike, name: Optional[str] = None) -> None:
     if size == 0:
         raise IncompleteFile("is empty")
     if lower.endswith(".gz"):
+        if not _starts_with(path, b"\x1f\x8b"):
+            raise WrongFormat("is not gzip-compressed")
         try:
             with gzip.open(str(path), "rb") as stream:
                 head, total = _read_all(stream)
@@ -158,3 +166,42 @@ def check_complete(path: PathLike, name: Optional[str] = None) -> None:
             json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise IncompleteFile(f"is not complete JSON ({exc})") from None
+
+
+#: NIfTI datatype codes of floating-point voxels and their numpy types (complex types are not images here).
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def nifti_nonfinite_count(path: PathLike) -> int:
+    """NaN and infinite voxels in a NIfTI file's raw data (0 for integer data or another format).
+
+    Needed because ITK's NIfTI reader turns NaN into 0 without a word: an image
+    whose scanner export failed would otherwise train and predict as if real.
+    """
+    path = Path(path)
+    lower = path.name.lower()
+    if not lower.endswith((".nii", ".nii.gz")):
+        return 0
+    opener = gzip.open if lower.endswith(".gz") else open
+    with opener(str(path), "rb") as stream:
+        head = stream.read(348)
+        if len(head) < 348:
+            return 0
+        order = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
+        if struct.unpack(order + "i", head[:4])[0] != 348:
+            return 0  # NIfTI-2 or not NIfTI: SimpleITK keeps its NaNs, the read check sees them
+        code = _NIFTI_FLOATS.get(struct.unpack(order + "h", head[70:72])[0])
+        if code is None:
+            return 0
+        stream.read(max(int(struct.unpack(order + "f", head[108:112])[0]) - 348, 0))
+        dtype = np.dtype(order + code)
+        count, rest = 0, b""
+        while True:
+            block = stream.read(1 << 22)
+            if not block:
+                return count
+            block = rest + block
+            usable = len(block) - len(block) % dtype.itemsize
+            values = np.frombuffer(block[:usable], dtype=dtype)
+            count += int(values.size - np.count_nonzero(np.isfinite(values)))
+            rest = block[usable:]

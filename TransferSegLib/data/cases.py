@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
 from TransferSegLib.data.channels import parse_image_argument, read_channels
-from TransferSegLib.data.imageio import align_to_image, is_seg_nrrd, read_labelmap, read_segment_names
+from TransferSegLib.data.imageio import align_to_image, check_not_blank, is_seg_nrrd, read_labelmap, read_segment_names
 from TransferSegLib.data.label_names import read_label_table
 from TransferSegLib.data.label_selection import REFUSE, LabelSelection, check_unselected, parse_labels
 from TransferSegLib.names import index_by_name, normalize_label_name
@@ -286,4 +286,5 @@ def load_case(case: Case, target_labels: List[str]) -> LoadedCase:
             known = ~unknown if region is None else (sitk.GetArrayViewFromImage(region) > 0) & ~unknown
             region = sitk.GetImageFromArray(known.astype(np.uint8))
             region.CopyInformation(image)
+    check_not_blank(image, case.image)  # after the label checks, which say more about a broken pair
     return LoadedCase(case.name, image, label, annotated, present, region, channels=channels)

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from TransferSegLib.data.grid import (DIRECTION_ATOL, ORIGIN_ATOL_MM, SPACING_RTOL, Grid, grid_problems,
                                      lattice_permutation, permute_onto)
 from TransferSegLib.errors import CaseError
+from TransferSegLib.file_integrity import IncompleteFile, WrongFormat, check_complete, nifti_nonfinite_count
 from TransferSegLib.paths import write_atomically
 from TransferSegLib.names import label_color
 
@@ -125,6 +126,13 @@ def _read_any(path: str) -> sitk.Image:
         raise CaseError(f"'{path}' does not exist: check the path.")
     if p.is_dir():
         return _read_dicom_folder(p)
+    try:
+        check_complete(p)  # readers fill a truncated file's missing part with zeros and say nothing
+    except WrongFormat:
+        pass  # not cut short but another kind of file: the reader below says what it cannot read
+    except IncompleteFile as exc:
+        raise CaseError(f"'{path}' is incomplete: the file {exc}. It was cut short (an interrupted copy or "
+                        f"download, or a full disk when it was written): copy or export it again.") from None
     if p.suffix.lower() == ".mrc":
         return _read_mrc(p)
     try:
@@ -164,10 +172,20 @@ def read_image(path: str) -> sitk.Image:
         image = sitk.Cast(image, sitk.sitkFloat32)
     array = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(array)
-    if not finite.all():
-        raise CaseError(f"'{path}' contains {int(finite.size - finite.sum())} NaN or infinite voxels: "
-                        f"fix or re-export the image.")
+    nonfinite = int(finite.size - np.count_nonzero(finite)) or (nifti_nonfinite_count(path) if not
+                                                                 Path(path).is_dir() else 0)
+    if nonfinite:
+        raise CaseError(f"'{path}' contains {nonfinite} NaN or infinite voxels: fix or re-export the image.")
     return image
+
+
+def check_not_blank(image: sitk.Image, path: str) -> None:
+    """Refuse an image with one value in every voxel: nothing to train on or predict from (a failed export)."""
+    array = sitk.GetArrayViewFromImage(image)
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise CaseError(f"'{path}' has the value {low:g} in every voxel: it holds no picture (a failed export "
+                        f"or an empty series?). Give the real image.")
 
 
 # --- reading labelmaps ----------------------------------------------------------------------------
@@ -329,14 +347,46 @@ def _plain_labelmap(path: str) -> sitk.Image:
             examples = sorted({float(v) for v in array[fractional][:1000]})[:5]
             raise CaseError(f"'{path}' has non-integer label values (e.g. {examples}): a labelmap holds whole "
                             f"numbers (0 = background). Is this an image rather than a segmentation?")
-    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
-    if low < 0:
-        raise CaseError(f"'{path}' has negative label values ({low}): labels must be 0, 1, 2, ...")
-    if high > 65535:
-        raise CaseError(f"'{path}' has label values up to {high}: TransferSeg accepts labels up to 65535.")
+    if nifti_nonfinite_count(path):  # ITK read them as 0
+        raise CaseError(f"'{path}' contains NaN or infinite voxels: a labelmap holds whole numbers (0 = background).")
+    high = check_label_values(array, path)
     out = sitk.GetImageFromArray(array.astype(np.uint8 if high < 256 else np.uint16))
     out.CopyInformation(image)
     return out
+
+
+#: More distinct values than a segmentation has (TotalSegmentator: 118, FreeSurfer's aparc+aseg: about 110):
+#: a file with more is an image given as a labelmap.
+MAX_LABEL_VALUES = 300
+
+
+def _distinct_values(array: np.ndarray, high: int) -> int:
+    """How many different values 0..``high`` occur (counted in slabs: no copy of a whole volume)."""
+    seen = np.zeros(high + 1, bool)
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, 1 << 22):
+        seen[np.bincount(flat[start:start + (1 << 22)].astype(np.int64), minlength=high + 1) > 0] = True
+    return int(np.count_nonzero(seen))
+
+
+def check_label_values(array: np.ndarray, path: str) -> int:
+    """Refuse an integer array that is not a labelmap (negative values, or image-like value counts); returns the maximum.
+
+    A CT given as a labelmap (or as the prediction to evaluate) would otherwise be
+    read as hundreds of classes, or scored as if it were a segmentation.
+    """
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    image_like = "Is this an image (a CT or MR scan) rather than a segmentation?"
+    if low < 0:
+        raise CaseError(f"'{path}' has negative values ({low}), which no label has: labels are 0, 1, 2, ... "
+                        f"{image_like}")
+    if high > 65535:
+        raise CaseError(f"'{path}' has label values up to {high}: TransferSeg accepts labels up to 65535.")
+    distinct = _distinct_values(array, high) if high >= MAX_LABEL_VALUES else 0
+    if distinct > MAX_LABEL_VALUES:
+        raise CaseError(f"'{path}' has {distinct} different values: a segmentation has a few labels, not "
+                        f"{distinct}. {image_like}")
+    return high
 
 
 def _onto_reference(label: sitk.Image, reference: sitk.Image, path: str) -> sitk.Image:

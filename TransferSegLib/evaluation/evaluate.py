@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from TransferSegLib.errors import CaseError
+from TransferSegLib.file_integrity import IncompleteFile, WrongFormat, check_complete, nifti_nonfinite_count
 from TransferSegLib.evaluation.metrics import CaseMetrics, ClassMetrics, class_metrics
 from TransferSegLib.names import normalize_label_name
 
@@ -85,8 +86,16 @@ def _read_labelmap(path: str) -> _Labelmap:
     """Read a labelmap and, for ``.seg.nrrd``, its segment names, values and layers."""
     import SimpleITK as sitk
 
+    from TransferSegLib.data.imageio import check_label_values
+
     if not Path(path).exists():
         raise CaseError(f"Labelmap file '{path}' does not exist; check the path.")
+    try:
+        check_complete(path)
+    except WrongFormat:
+        pass  # another kind of file: the reader below says what it cannot read
+    except IncompleteFile as exc:
+        raise CaseError(f"Labelmap '{path}' is incomplete: the file {exc}. Copy or export it again.") from None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -100,11 +109,16 @@ def _read_labelmap(path: str) -> _Labelmap:
     order = tuple(range(dim))[::-1] + ((dim,) if array.ndim > dim else ())
     array = np.ascontiguousarray(array.transpose(order))
     if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise CaseError(f"'{path}' holds NaN or infinite values, not a labelmap.")
         rounded = np.rint(array)
         if array.size and np.abs(array - rounded).max() > 1e-3:
             raise CaseError(f"'{path}' holds fractional values, not a labelmap; "
                             "threshold probabilities into labels before evaluating.")
         array = rounded.astype(np.int32)
+    if nifti_nonfinite_count(path):  # ITK read them as 0
+        raise CaseError(f"'{path}' holds NaN or infinite values, not a labelmap.")
+    check_label_values(array, str(path))
     layered = array.ndim > dim
 
     segments: List[_Segment] = []

@@ -35,6 +35,15 @@ class InferenceOptions:
     sw_batch_size: int = 2
     amp: bool = True
 
+    def __post_init__(self) -> None:
+        overlap = self.overlap
+        if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0.0 <= overlap < 1.0:
+            raise ModelError(f"--overlap must be a number from 0 up to (not including) 1; 0.9 is already slow "
+                             f"(got {overlap!r}).")
+        if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, int) or self.sw_batch_size < 1:
+            raise ModelError(f"The sliding-window batch size must be a whole number of at least 1 "
+                             f"(got {self.sw_batch_size!r}).")
+
 
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)

@@ -103,9 +103,15 @@ def read_checkpoint(path: Path) -> Any:
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(
-            f"Cannot read checkpoint '{path}': {exc}. The file may be truncated or not a PyTorch checkpoint; "
+            f"Cannot read checkpoint '{path}': {_reason(exc)}. The file may be truncated or not a PyTorch checkpoint; "
             f"download it again."
         ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """PyTorch's first line, without its advice to load with ``weights_only=False`` (which would run the file)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _tensor_items(obj: Any) -> Dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from torch import nn
 
 from TransferSegLib import __version__
 from TransferSegLib.models.base_model import BaseModel, load_model_dir
+from TransferSegLib.models.checkpoints import read_checkpoint
 from TransferSegLib.errors import ModelError
 from TransferSegLib.models.folder_swap import recover_folder, replace_folder, staging_folder
 from TransferSegLib.paths import write_atomically, write_text_atomically
@@ -57,7 +58,7 @@ def base_weights(base: BaseModel) -> Dict[str, torch.Tensor]:
         raise ModelError(f"Base model '{base.name}' has no weights file; download it first "
                          f"('transferseg models download {base.name}').")
     if base.source in ("model-dir", "shipped"):
-        return torch.load(base.weights, map_location="cpu", weights_only=True)
+        return read_checkpoint(base.weights)
     from TransferSegLib.models.checkpoints import load_state_dict
 
     state, _report = load_state_dict(Path(base.weights), base.key_map, build_network(base.network))
@@ -73,7 +74,7 @@ def load_model(model: Union[str, Path], device: str = "cpu") -> Tuple[nn.Module,
     path = Path(model).expanduser()
     if (path / "model.json").is_file() or path.is_dir() and not (path / "configs").is_dir():
         info = load_model_dir(path)
-        state = torch.load(info.weights, map_location="cpu", weights_only=True)
+        state = read_checkpoint(info.weights)
     else:
         from TransferSegLib.models.base_model import DEFAULT_NAME, SCRATCH_NAMES, resolve_base_model
 

@@ -31,6 +31,7 @@ from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.inference.cleanup import cleanup_record
 from TransferSegLib.training.choices import AUTO, choose_cleanup, choose_strategy, inherited_best_strategy
 from TransferSegLib.training.sampling import PreparedCase
+from TransferSegLib.training.setting_checks import check_patch_size
 from TransferSegLib.training.train import (CHECKPOINT_BEST, CHECKPOINT_LAST, Reporter, TrainConfig,
                                            device_description, resolve_device, train)
 from TransferSegLib.training.transfer import adapt_head, check_strategy, load_pretrained
@@ -188,6 +189,8 @@ def check_finetune_spec(spec: FinetuneSpec) -> Path:
     """What can be checked before any file is read: strategy, settings, cases, ``--output``. Returns the output."""
     check_strategy(spec.strategy)
     spec.train.check()
+    if spec.patch_size is not None:
+        check_patch_size(spec.patch_size)
     if not spec.cases:
         raise CaseError("No training cases: give --image/--label pairs or --dataset dataset.json.")
     return check_model_output(spec)

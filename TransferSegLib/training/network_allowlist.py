@@ -12,8 +12,8 @@ when it resolves to
   such a module is refused; and it is built without fetching anything
   (``pretrained``-style arguments must be off: weights come from the model's own
   checkpoint, read with ``weights_only=True``);
-- one of TransferSeg's own network wrappers (``PROJECT_NETWORKS``), which load a
-  network *file* named in their arguments, only when the spec comes from a trusted
+- one of TransferSeg's own network classes (``PROJECT_NETWORKS``); those that load
+  a network *file* named in their arguments only when the spec comes from a trusted
   source: the shipped catalog, a model the user registered with ``models add``,
   or a file of an installed package that the shipped catalog names. A
   ``model.json`` or a bundle saying so is never enough.
@@ -34,9 +34,13 @@ from TransferSegLib.paths import shipped_catalog_path
 
 MONAI_NETWORKS = "monai.networks.nets"
 
-#: TransferSeg's own network classes. Each runs a network file its arguments name
-#: (TorchScript), so it is built only from a trusted source.
-PROJECT_NETWORKS = ("TransferSegLib.models.checkpoints.TorchScriptNetwork",)
+#: TransferSeg's own network classes, each with whether it needs a trusted source:
+#: True for one that runs a network file its arguments name (TorchScript), False
+#: for one made of layers only, as safe to build from any file as a MONAI class.
+PROJECT_NETWORKS = {
+    "TransferSegLib.models.checkpoints.TorchScriptNetwork": True,
+    "TransferSegLib.training.medicalnet.MedicalNetUNet": False,
+}
 
 #: Arguments of the file a project network loads; a model folder may name a file
 #: only if the shipped catalog names the same one.
@@ -112,7 +116,7 @@ def catalog_named_files() -> Set[Tuple[str, str, str]]:
     named = set()
     for entry in data.get("models", []) if isinstance(data, dict) else []:
         network = entry.get("network") if isinstance(entry, dict) else None
-        if isinstance(network, dict) and network.get("_target_") in PROJECT_NETWORKS and not network.get("path"):
+        if isinstance(network, dict) and PROJECT_NETWORKS.get(network.get("_target_")) and not network.get("path"):
             named.add((str(network["_target_"]), str(network.get("package") or ""), str(network.get("resource") or "")))
     return named
 
@@ -136,12 +140,15 @@ def network_class(target: str, args: Dict[str, Any], where: str, trusted: bool =
     if not _DOTTED.match(target):
         raise _refuse(where, target, "it is not a dotted Python name.")
     if target in PROJECT_NETWORKS:
-        if not (trusted or _named_by_catalog(target, args)):
+        if PROJECT_NETWORKS[target] and not (trusted or _named_by_catalog(target, args)):
             files = {k: args[k] for k in _FILE_ARGUMENTS if args.get(k)}
             raise _refuse(where, target, f"it runs the network file {files or 'named in its arguments'}, and only "
                                          f"the shipped catalog, an installed package the catalog names, or a model "
                                          f"you registered yourself ('transferseg models add') may name such a file.")
-        return _import(target, where)
+        cls = _import(target, where)
+        if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):  # pragma: no cover - a wrong table entry
+            raise _refuse(where, target, "it is not a network class.")
+        return cls
     if not target.startswith(MONAI_NETWORKS + "."):
         raise _refuse(where, target, "it is not in MONAI's network modules.")
     obj = _import(target, where)

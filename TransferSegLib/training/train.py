@@ -19,7 +19,9 @@ from torch import nn
 
 from TransferSegLib.training.augment import AugmentConfig, augment_batch
 from TransferSegLib.errors import TrainingCancelled, TransferSegError
+from TransferSegLib.models.checkpoints import read_checkpoint
 from TransferSegLib.paths import write_atomically
+from TransferSegLib.training.setting_checks import check_train_config
 from TransferSegLib.training.losses import partial_label_loss
 from TransferSegLib.training.sampling import PreparedCase, sample_batch
 from TransferSegLib.training.transfer import StagedSchedule, apply_strategy, freeze_norm_statistics, set_trainable_parts
@@ -67,14 +69,8 @@ class TrainConfig:
         return cls(**values)
 
     def check(self) -> None:
-        if self.iterations is None and self.time_budget is None:
-            raise TransferSegError("Give a time budget (--time-budget SECONDS) or a number of --iterations.")
-        if self.iterations is not None and self.iterations < 1:
-            raise TransferSegError(f"--iterations must be at least 1 (got {self.iterations}).")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise TransferSegError(f"--time-budget must be positive (got {self.time_budget}).")
-        if self.batch_size < 1 or any(int(p) < 1 for p in self.patch_size):
-            raise TransferSegError("Batch size and patch size must be positive.")
+        """Refuse settings that would crash mid-run or train nonsense (``setting_checks``)."""
+        check_train_config(self)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -216,7 +212,7 @@ def train(
     if resume:
         if not last_path.is_file():
             raise TransferSegError(f"Cannot resume: no checkpoint at '{last_path}'.")
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(last_path)
         model.load_state_dict(ckpt["model"])
         stage = int(ckpt.get("stage", 1))
         if staged is not None and stage == 2:
@@ -332,7 +328,7 @@ def train(
     reporter.event("progress", **_progress_fields(state, config, loss_value, optimizer.param_groups[0]["lr"], iter_times, final=True))
     save_last()
     if best_path.is_file() and state.best_iteration != state.iteration:
-        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
+        model.load_state_dict(read_checkpoint(best_path)["model"])
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     if peak is not None:
         state.history.append({"peak_gpu_memory_gb": round(peak, 2)})
