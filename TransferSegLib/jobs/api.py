@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from TransferSegLib.errors import JobError, TransferSegError
 from TransferSegLib.jobs.events import EventReader, EventWriter, read_events
+from TransferSegLib.jobs.failures import describe_failure
 from TransferSegLib.jobs.follow import follow_job
 from TransferSegLib.jobs.launch import launch_worker, read_launch_record, worker_command
 from TransferSegLib.jobs.layout import CANCEL, EVENTS, SPEC, jobs_root, new_job_directory, now_iso
@@ -338,8 +339,6 @@ def _cancel_age_s(directory: Path) -> Optional[float]:
 
 def _record_refusal(directory: Path, exc: BaseException, hint: Optional[str] = None) -> None:
     """A job that cannot start still leaves its reason in events.jsonl and state.json."""
-    from TransferSegLib.jobs.worker import describe_failure
-
     failure = describe_failure(exc)
     if hint:
         failure["hint"] = hint
