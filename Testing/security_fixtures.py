@@ -63,14 +63,14 @@ def small_disk(size_kib: int = 256) -> Iterator[Path]:
 
 def fill(folder: Path, leave_bytes: int = 0) -> None:
     """Fill the disk holding ``folder`` until at most ``leave_bytes`` remain free."""
-    block = b"\0" * 4096
     with open(folder / "filler.bin", "wb") as stream:
         while True:
-            free = os.statvfs(str(folder)).f_bavail * os.statvfs(str(folder)).f_frsize
+            stats = os.statvfs(str(folder))
+            free = stats.f_bavail * stats.f_frsize
             if free <= leave_bytes:
                 break
             try:
-                stream.write(block[: max(1, min(len(block), free - leave_bytes))])
+                stream.write(b"\0" * max(1, min(1 << 20 if free > 2 << 20 else 4096, free - leave_bytes)))
                 stream.flush()
             except OSError:
                 break
@@ -80,11 +80,9 @@ def remount_read_only(folder: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
 
 
-@pytest.fixture()
-def tiny_disk():
-    """A 512 KiB tmpfs folder, or the test is skipped where none can be mounted."""
+def _disk_or_skip(size_kib: int):
     try:
-        context = small_disk(512)
+        context = small_disk(size_kib)
         disk = context.__enter__()
     except OSError:
         pytest.skip("no tmpfs can be mounted here; the injected failure tests cover this")
@@ -92,3 +90,15 @@ def tiny_disk():
         yield disk
     finally:
         context.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def tiny_disk():
+    """A 512 KiB tmpfs folder, or the test is skipped where none can be mounted."""
+    yield from _disk_or_skip(512)
+
+
+@pytest.fixture()
+def job_disk():
+    """A 96 MiB tmpfs folder (room for a small job's checkpoints, about 20 MB each, twice over), or a skip."""
+    yield from _disk_or_skip(96 * 1024)

@@ -16,7 +16,7 @@ from TransferSegLib.cli import main
 from TransferSegLib.errors import CaseError, JobError, ModelError
 from TransferSegLib.jobs.api import Job, list_jobs, run_job_foreground, start_job
 from TransferSegLib.jobs.events import read_events
-from TransferSegLib.jobs.lock import DeviceBusy, lock_holder
+from TransferSegLib.jobs.lock import lock_holder
 from TransferSegLib.jobs.processes import pid_alive
 from TransferSegLib.jobs.state import read_state
 from TransferSegLib.progress import ProgressPrinter
@@ -123,7 +123,7 @@ def test_events_stream_while_the_worker_runs_and_cancel_stops_it_with_a_checkpoi
     assert not (tmp_path / "model").exists()  # no partial model
 
 
-def test_a_busy_device_refuses_a_second_job_and_a_killed_worker_is_reported_failed(tmp_path, cases, jobs):
+def test_a_busy_device_queues_a_second_job_and_a_killed_worker_is_reported_failed(tmp_path, cases, jobs):
     previous = tmp_path / "model"
     previous.mkdir()
     (previous / "model.json").write_text('{"format": "transferseg-model"}')
@@ -132,10 +132,11 @@ def test_a_busy_device_refuses_a_second_job_and_a_killed_worker_is_reported_fail
     jobs.append(job)
     wait_for_event(job, lambda e: e["kind"] == "progress")
 
-    with pytest.raises(DeviceBusy) as refused:
-        start_job(tiny_spec(cases, tmp_path / "model-b"), tmp_path / "job-b")
-    assert str(job.directory) in str(refused.value) and "busy" in str(refused.value)
-    assert not (tmp_path / "job-b").exists()
+    second = start_job(tiny_spec(cases, tmp_path / "model-b"), tmp_path / "job-b")  # waits, is not refused
+    jobs.append(second)
+    queued = wait_for_event(second, lambda e: e["kind"] == "queued")
+    assert str(job.directory) in queued["message"] and second.status().state == "queued"
+    assert second.cancel(timeout=60).state == "cancelled" and not (tmp_path / "model-b").exists()
 
     os.kill(read_state(job.directory).pid, signal.SIGKILL)
     status = job.wait(timeout=60)

@@ -111,6 +111,8 @@ class ProgressPrinter:
             self._line(f"training on {fields.get('device_name', fields.get('device'))}{memory}: "
                        f"{len(fields.get('cases', []))} case(s), labels {', '.join(fields.get('labels', [])[1:])}, "
                        f"strategy {_strategy(fields)}, base {fields.get('base')}")
+        elif kind == "queued":
+            self._line(f"queued: {fields.get('message', '')}")
         elif kind == "warning":
             self._line(f"warning: {' '.join(str(fields.get('message')).split())}")
         elif kind == "info":

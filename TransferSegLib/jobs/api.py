@@ -19,17 +19,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from TransferSegLib.errors import JobError, TransferSegError
+from TransferSegLib.errors import JobError, OutputError, TransferSegError
 from TransferSegLib.jobs.events import EventReader, EventWriter, read_events
 from TransferSegLib.jobs.failures import describe_failure
 from TransferSegLib.jobs.follow import follow_job
 from TransferSegLib.jobs.launch import launch_worker, read_launch_record, worker_command
 from TransferSegLib.jobs.layout import CANCEL, EVENTS, SPEC, jobs_root, new_job_directory, now_iso
-from TransferSegLib.jobs.lock import DeviceBusy, device_label, lock_holder
 from TransferSegLib.jobs.processes import kill_tree, pid_alive, send_terminate
 from TransferSegLib.jobs.spec import JobSpec
 from TransferSegLib.jobs.state import JobState, read_state, this_host, write_state
 from TransferSegLib.jobs.status import EventSummary, JobStatus, death_message, log_tail
+from TransferSegLib.paths import write_text_atomically
 
 
 class Job:
@@ -45,6 +45,7 @@ class Job:
         self._reader = EventReader(self.directory / EVENTS)
         self._summary = EventSummary(self.directory / EVENTS)
         self._spec: Optional[JobSpec] = None
+        self._ended: Optional[JobState] = None  # an end this process found but could not write (full disk)
 
     # --- creating and finding jobs ----------------------------------------------------------
 
@@ -54,8 +55,8 @@ class Job:
         """Write the job folder and launch its worker; returns at once.
 
         Raises ``JobError``/``CaseError``/``ModelError`` for what can be checked
-        without torch (unknown spec field, missing case file, busy device, ...);
-        except for a busy device, the error is also recorded in the folder.
+        without torch (unknown spec field, missing case file, ...), also recorded
+        in the folder. A busy device is no error: the worker waits ``queued``.
         """
         directory = Path(job_dir).expanduser().resolve() if job_dir else new_job_directory().resolve()
         if (directory / SPEC).exists() or (directory / EVENTS).exists():
@@ -71,8 +72,7 @@ class Job:
                 (directory / SPEC).write_text(json.dumps(spec, indent=2, default=str) + "\n", encoding="utf-8")
                 _record_refusal(directory, exc)
                 raise
-        spec = _with_absolute_paths(copy.deepcopy(spec))
-        check_device_free(spec.device)
+        spec = _with_absolute_paths(copy.deepcopy(spec))  # a busy device does not refuse: the worker queues
         directory.mkdir(parents=True, exist_ok=True)
         spec.save(directory / SPEC)
         write_state(directory, JobState(state="queued"))
@@ -154,6 +154,8 @@ class Job:
             state = read_state(self.directory)
         except JobError:
             state = JobState(state="queued")
+        if not state.terminal and self._ended is not None:
+            state = self._ended
         self._summary.update()
         progress, validation = self._summary.progress, self._summary.validation
         spec = self.spec
@@ -224,7 +226,10 @@ class Job:
         if state.terminal:
             return self._status()
         request = {"requested": now_iso(), "host": this_host(), "pid": os.getpid()}
-        (self.directory / CANCEL).write_text(json.dumps(request) + "\n", encoding="utf-8")
+        try:
+            write_text_atomically(self.directory / CANCEL, json.dumps(request) + "\n")
+        except OutputError:
+            pass  # a full disk: the signal below still reaches a local worker, and a dead one is recorded as ended
         if state.pid and state.host == this_host():
             send_terminate(state.pid)
         if timeout is None:
@@ -307,27 +312,36 @@ class Job:
         state = read_state(self.directory)  # the worker writes its end state before it exits
         if state.terminal:
             return
-        try:  # several front ends may notice at once: one records it
-            fd = os.open(str(self.directory / f".ended-attempt-{state.attempt}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.close(fd)
-        except FileExistsError:
-            return
+        self._record_death(state)
+
+    def _record_death(self, state: JobState) -> None:
+        """A worker gone without an end state: the end is written first (any front end may; all write the same),
+        then one front end adds the event. On a full disk the end is kept in memory and shown from there."""
         code = self.process.returncode if self.process is not None else None
         tail = log_tail(self.directory)
         self._summary.update()
         iteration = self._summary.progress.get("iteration")
-        writer = EventWriter(self.directory / EVENTS)
         if (self.directory / CANCEL).exists():
             message = "Stopped." if state.state == "running" else "Stopped before training started."
-            writer.event("cancelled", message=message, iteration=iteration, exit_code=code)
+            event: Dict[str, Any] = {"kind": "cancelled", "message": message, "iteration": iteration, "exit_code": code}
             state.state, state.message, state.exit_code = "cancelled", message, code
         else:
             message, hint = death_message(code, state, self.directory, iteration)
-            writer.event("error", type="WorkerDied", message=message, hint=hint, exit_code=code, stderr_tail=tail)
+            event = {"kind": "error", "type": "WorkerDied", "message": message, "hint": hint, "exit_code": code,
+                     "stderr_tail": tail}
             state.state, state.message, state.hint, state.error_type = "failed", message, hint, "WorkerDied"
             state.exit_code, state.stderr_tail = code, tail
         state.iteration = iteration
-        write_state(self.directory, state)
+        try:
+            write_state(self.directory, state)
+        except (OutputError, OSError):
+            self._ended = state
+        try:  # several front ends may notice at once: one adds the event
+            fd = os.open(str(self.directory / f".ended-attempt-{state.attempt}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(fd)
+            EventWriter(self.directory / EVENTS).event(event.pop("kind"), **event)
+        except OSError:
+            return
 
 
 def _cancel_age_s(directory: Path) -> Optional[float]:
@@ -343,9 +357,12 @@ def _record_refusal(directory: Path, exc: BaseException, hint: Optional[str] = N
     if hint:
         failure["hint"] = hint
     failure.pop("traceback", None)
-    EventWriter(directory / EVENTS).event("error", **failure)
     write_state(directory, JobState(state="failed", message=failure["message"], error_type=failure["type"],
                                     hint=failure["hint"], exit_code=getattr(exc, "exit_code", 2)))
+    try:
+        EventWriter(directory / EVENTS).event("error", **failure)
+    except OSError:
+        pass  # the state above says it
 
 
 def _with_absolute_paths(spec: JobSpec) -> JobSpec:
@@ -364,16 +381,6 @@ def _with_absolute_paths(spec: JobSpec) -> JobSpec:
     return spec
 
 
-def check_device_free(device: Optional[str]) -> None:
-    """Refuse at once when another job of this host trains on ``device`` (the worker checks again)."""
-    holder = lock_holder(device or "auto")
-    if holder is not None:
-        raise DeviceBusy(
-            f"The device '{device_label(holder.device)}' is busy: {holder.describe()} is training on it. "
-            f"Wait for it, cancel it ('transferseg job cancel {holder.job}'), or choose another device (--device)."
-        )
-
-
 # --- functions the command line and the Slicer Logic call -------------------------------------------
 
 def start_job(spec: Union[JobSpec, Dict[str, Any]], job_dir: Optional[Union[str, Path]] = None,
@@ -390,8 +397,6 @@ def resume_job(job_dir: Union[str, Path], python: Optional[str] = None, env: Opt
         raise JobError(f"The job '{job.directory}' is still {status.state}; cancel it first or wait for it.")
     if status.state == "finished":
         raise JobError(f"The job '{job.directory}' has finished (model: {status.model}); start a new job to train again.")
-    spec = JobSpec.load(job.directory / SPEC)
-    check_device_free(spec.device)
     state = read_state(job.directory)
     (job.directory / CANCEL).unlink(missing_ok=True)
     write_state(job.directory, JobState(state="queued", attempt=state.attempt + 1, created=state.created,

@@ -10,6 +10,7 @@ Every event has ``kind`` and ``time`` (seconds since the epoch); the other field
 per kind are listed in docs/architecture.md and docs/jobs.md.
 """
 
+import errno
 import json
 import math
 import os
@@ -17,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-KINDS = ("started", "progress", "validation", "checkpoint", "info", "warning", "error", "cancelled", "finished",
-         "run")  # "run": one run of an experiment job is done; "info": a line to show that is no warning
+KINDS = ("queued", "started", "progress", "validation", "checkpoint", "info", "warning", "error", "cancelled",
+         "finished", "run")
+# "queued": waiting for a busy device; "run": one run of an experiment job is done; "info": a line to show that is no warning
 
 
 def _plain(value: Any) -> Any:
@@ -58,9 +60,18 @@ class EventWriter:
         # (the worker, and a front end recording that the worker died).
         fd = os.open(str(self.path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, data)
-            if self.fsync:
-                os.fsync(fd)
+            start = os.fstat(fd).st_size
+            written = 0
+            try:
+                written = os.write(fd, data)
+                if written != len(data):  # a full disk took part of the line
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError:
+                if written and os.fstat(fd).st_size == start + written:
+                    os.ftruncate(fd, start)  # half an event would swallow the next one
+                raise
         finally:
             os.close(fd)
         return json.loads(data)

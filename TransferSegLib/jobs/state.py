@@ -11,13 +11,14 @@ worker's own writes); it is derived from the cancel request file.
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from TransferSegLib.errors import JobError
+from TransferSegLib.errors import JobError, OutputError
 from TransferSegLib.jobs.layout import STATE, now_iso
-from TransferSegLib.paths import write_text_atomically
+from TransferSegLib.paths import output_error, write_text_atomically
 
 STATES = ("queued", "running", "cancelling", "cancelled", "failed", "finished")
 TERMINAL = ("cancelled", "failed", "finished")
@@ -83,7 +84,7 @@ def read_state(job_dir: Union[str, Path]) -> JobState:
     return JobState.from_dict(data)
 
 
-def write_state(job_dir: Union[str, Path], state: JobState) -> JobState:
+def write_state(job_dir: Union[str, Path], state: JobState, attempts: int = 3) -> JobState:
     if state.state not in STATES:
         raise JobError(f"Unknown job state '{state.state}'.")
     now = now_iso()
@@ -91,8 +92,40 @@ def write_state(job_dir: Union[str, Path], state: JobState) -> JobState:
     state.created = state.created or now
     if state.terminal and not state.ended:
         state.ended = now
-    write_text_atomically(state_path(job_dir), json.dumps(state.to_dict(), indent=2) + "\n")
+    path = state_path(job_dir)
+    for attempt in range(attempts):
+        try:
+            write_text_atomically(path, json.dumps(state.to_dict(), indent=2) + "\n")
+            return state
+        except OutputError:
+            if not state.terminal:
+                raise  # only an end state is worth a fallback: it is what status, cancel and resume read
+            if attempt + 1 < attempts:
+                time.sleep(0.2 * (attempt + 1))
+    _overwrite_in_place(path, state)
     return state
+
+
+def _overwrite_in_place(path: Path, state: JobState) -> None:
+    """Last resort on a full disk: the end state, shortened, written over the old ``state.json``'s own blocks.
+
+    Not atomic (a reader may see it half-written for an instant and then read it
+    again), but a job left "running" forever is worse. Raises ``OutputError`` if
+    even that fails; the front ends then derive the end from the dead worker.
+    """
+    short = JobState(**dict(state.to_dict(), stderr_tail=[], metrics={}, message=state.message[:300],
+                            hint=state.hint[:200]))
+    data = (json.dumps(short.to_dict(), separators=(",", ":")) + "\n").encode("utf-8")
+    try:
+        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
 
 
 def update_state(job_dir: Union[str, Path], **changes: Any) -> JobState:

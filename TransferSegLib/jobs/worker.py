@@ -27,13 +27,14 @@ from TransferSegLib.errors import JobError, TrainingCancelled, TransferSegError
 from TransferSegLib.jobs.events import EventWriter
 from TransferSegLib.jobs.failures import describe_failure, is_out_of_memory
 from TransferSegLib.jobs.layout import CANCEL, CHECKPOINTS, EVENTS, SPEC, now_iso
-from TransferSegLib.jobs.lock import DeviceBusy, DeviceLock
+from TransferSegLib.jobs.lock import DeviceBusy, DeviceLock, lock_holder
 from TransferSegLib.jobs.processes import pid_alive, process_created
 from TransferSegLib.jobs.spec import JobSpec
 from TransferSegLib.jobs.state import JobState, read_state, this_host, write_state
 
 EXIT_FINISHED, EXIT_CRASHED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, TrainingCancelled.exit_code
 MAX_MEMORY_RETRIES = 4
+QUEUE_POLL_S = 0.5  # how often a queued job looks whether its device is free
 
 
 class StopRequest:
@@ -203,8 +204,8 @@ class Worker:
         if self.state.state == "finished" and not self.resume:
             print(f"error: the job in '{self.job_dir}' has already finished; start a new job.", file=sys.stderr)
             return EXIT_FAILED
-        if (self.state.state == "running" and self.state.pid != os.getpid() and self.state.host == this_host()
-                and pid_alive(self.state.pid, self.state.pid_created)):
+        if (self.state.state in ("running", "queued") and self.state.pid and self.state.pid != os.getpid()
+                and self.state.host == this_host() and pid_alive(self.state.pid, self.state.pid_created)):
             print(f"error: the job in '{self.job_dir}' is already running (pid {self.state.pid}).", file=sys.stderr)
             return EXIT_FAILED
         self._set_state(
@@ -243,7 +244,7 @@ class Worker:
             device = resolve_device(spec.device)
             if self.distributed is not None:
                 device = self.distributed.device(device)
-            lock = DeviceLock(str(device), str(self.job_dir)).acquire()
+            lock = self._wait_for_device(str(device))
             self.state.device = self.reporter.device = str(device)
             write_state(self.job_dir, self.state)
             if spec.task == "experiment":
@@ -257,11 +258,10 @@ class Worker:
             failure = describe_failure(exc)
             if failure.get("traceback"):
                 traceback.print_exc()
-            self.writer.event("error", **failure)
-            self._set_state(state="failed", message=failure["message"], error_type=failure["type"],
-                            hint=failure["hint"], iteration=self.reporter.iteration,
-                            exit_code=EXIT_FAILED if isinstance(exc, TransferSegError) else EXIT_CRASHED)
             print(f"error: {failure['message']}", file=sys.stderr, flush=True)
+            self._end(("error", failure), state="failed", message=failure["message"], error_type=failure["type"],
+                      hint=failure["hint"], iteration=self.reporter.iteration,
+                      exit_code=EXIT_FAILED if isinstance(exc, (TransferSegError, OSError)) else EXIT_CRASHED)
             return int(self.state.exit_code or EXIT_CRASHED)
         finally:
             restore_warnings()
@@ -328,10 +328,50 @@ class Worker:
         if checkpoint.is_file():
             fields["checkpoint"] = str(checkpoint)
             fields["hint"] = f"Resume with 'transferseg job resume {self.job_dir}'."
-        self.writer.event("cancelled", **fields)
-        self._set_state(state="cancelled", message=message, iteration=self.reporter.iteration, exit_code=EXIT_CANCELLED)
         print(f"cancelled: {message}", file=sys.stderr, flush=True)
+        self._end(("cancelled", fields), state="cancelled", message=message, iteration=self.reporter.iteration,
+                  exit_code=EXIT_CANCELLED)
         return EXIT_CANCELLED
+
+    def _end(self, event: Tuple[str, Dict[str, Any]], **changes: Any) -> None:
+        """The end state first (what status, cancel and resume read), then its event.
+
+        On a full disk the state still gets through (``write_state`` retries, then
+        overwrites the old file in place); the event is the part that may be lost.
+        """
+        try:
+            self._set_state(**changes)
+        except (OSError, TransferSegError) as exc:
+            print(f"error: cannot record the end of the job: {exc}", file=sys.stderr, flush=True)
+        try:
+            self.writer.event(event[0], **event[1])
+        except OSError as exc:
+            print(f"error: cannot add the '{event[0]}' event to {EVENTS}: {exc}", file=sys.stderr, flush=True)
+
+    def _wait_for_device(self, device: str) -> DeviceLock:
+        """The device's lock. While another job holds it this job is ``queued``: it waits, and a cancel ends it."""
+        lock = DeviceLock(device, str(self.job_dir))
+        queued = False
+        while True:
+            try:
+                lock.acquire()
+                break
+            except DeviceBusy:
+                if not queued:
+                    queued = True
+                    holder = lock_holder(device)
+                    who = holder.describe() if holder is not None else "another job"
+                    message = (f"Queued: the device '{device}' is busy ({who} is training on it); this job starts "
+                               f"by itself when it is free. Cancel it to stop waiting.")
+                    self._set_state(state="queued", message=message, device=device)
+                    self.writer.event("queued", message=message, device=device)
+                    print(message, file=sys.stderr, flush=True)
+                if self.stop():
+                    raise TrainingCancelled("Cancelled while queued for the device.") from None
+                time.sleep(QUEUE_POLL_S)
+        if queued:
+            self._set_state(state="running", message="", started=now_iso())
+        return lock
 
 
 def main(argv: Optional[List[str]] = None) -> int:

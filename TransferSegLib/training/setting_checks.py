@@ -28,7 +28,7 @@ def check_train_config(config: Any) -> None:
     finite_number(config.weight_decay, "weight_decay", low=0.0, high=1.0)
     finite_number(config.foreground_ratio, "foreground_ratio", low=0.0, high=1.0)
     finite_number(config.val_overlap, "val_overlap", low=0.0, high=1.0, high_open=True)
-    finite_number(config.progress_every, "progress_every", low=0.0, low_open=True)
+    finite_number(config.progress_every, "progress_every", low=0.0)
     check_patch_size(config.patch_size)
     for name in ("amp", "augment"):
         if not isinstance(getattr(config, name), bool):
