@@ -15,7 +15,8 @@ import SimpleITK as sitk
 from TransferSegLib import paths
 from TransferSegLib.errors import OutputError
 from TransferSegLib.file_integrity import IncompleteFile, check_complete
-from TransferSegLib.models.folder_swap import previous_folder, recover_folder, replace_folder, staging_folder
+from TransferSegLib.models.folder_swap import (claim_output, previous_folder, recover_folder, replace_folder,
+                                              staging_folder)
 from TransferSegLib.paths import (check_outputs, temporary_sibling, write_atomically, write_group_atomically,
                                   write_text_atomically)
 from security_fixtures import fill, remount_read_only, tiny_disk  # noqa: F401 - a fixture
@@ -177,3 +178,16 @@ def test_a_folder_swap_interrupted_by_a_death_is_repaired_later(tmp_path):
     replace_folder(live, dest)
     assert json.loads((dest / "model.json").read_text()) == {"v": 2}
     assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_two_runs_for_one_output_are_refused_and_a_dead_runs_claim_is_taken_over(tmp_path):
+    out = tmp_path / "model"
+    with claim_output(out):
+        with pytest.raises(OutputError, match="Another run .* is writing"):
+            with claim_output(out):
+                pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".model.writing").write_text(json.dumps({"pid": int(dead.stdout), "created": None}))
+    with claim_output(out) as claimed:  # its owner is gone: taken over
+        assert claimed == out
+    assert os.listdir(tmp_path) == []
