@@ -90,21 +90,26 @@ class CleanupDecision:
                    data.get("dice_raw"), data.get("dice_cleaned"))
 
 
-def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-    """For each class value in ``classes``, keep only its largest connected component (face connectivity)."""
+def keep_largest_components(labels: np.ndarray, classes: Sequence[int], in_place: bool = False) -> np.ndarray:
+    """For each class value in ``classes``, keep only its largest connected component (face connectivity).
+
+    Each class is labelled inside its own bounding box, so the work and the int32
+    component map scale with the organ, not with the scan."""
     from scipy import ndimage
 
-    result = labels.copy()
+    result = labels if in_place else labels.copy()
+    boxes = ndimage.find_objects(labels)
     for value in classes:
-        mask = labels == value
-        if not mask.any():
+        box = boxes[value - 1] if 0 < value <= len(boxes) else None
+        if box is None:
             continue
+        mask = result[box] == value
         components, count = ndimage.label(mask)
         if count <= 1:
             continue
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
-        result[mask & (components != sizes.argmax())] = 0
+        result[box][mask & (components != sizes.argmax())] = 0
     return result
 
 

@@ -5,6 +5,7 @@ brought back onto the original grid (size, spacing, origin, direction) by the
 exact inverse of the preprocessing before the labelmap is taken.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -18,9 +19,17 @@ from TransferSegLib.models.base_model import BaseModel
 from TransferSegLib.errors import ModelError
 from TransferSegLib.inference.cleanup import CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions
 from TransferSegLib.models.model_dir import load_model
-from TransferSegLib.paths import check_outputs, write_group_atomically
-from TransferSegLib.data.preprocess import preprocess_image, restore_probabilities
+from TransferSegLib.paths import check_outputs, remove_quietly, temporary_sibling, write_group_atomically
+from TransferSegLib.data.preprocess import PreprocessInfo, preprocess_image
+from TransferSegLib.inference.outputs import check_probabilities_path, restored_outputs
+from TransferSegLib.inference.restore_blocks import DEFAULT_BUDGET_BYTES, restore_labels
+from TransferSegLib.training.memory import free_bytes, sliding_window_batch
 from TransferSegLib.training.train import resolve_device
+
+# Above this size the model-resolution probabilities are kept in float16: values in
+# [0, 1] keep three significant digits, which moves the argmax only where two
+# classes tie to 1e-3 (a boundary voxel either way).
+FLOAT16_ABOVE_BYTES = 1 << 30
 
 
 @dataclass
@@ -32,17 +41,18 @@ class InferenceOptions:
     overlap: float = 0.5
     tta: bool = False
     largest_component: CleanupOverride = None
-    sw_batch_size: int = 2
+    sw_batch_size: int = 0  # windows per forward pass; 0: chosen for the device's free memory
     amp: bool = True
+    restore_budget_bytes: int = DEFAULT_BUDGET_BYTES  # working set of one slab of the restore
 
     def __post_init__(self) -> None:
         overlap = self.overlap
         if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0.0 <= overlap < 1.0:
             raise ModelError(f"--overlap must be a number from 0 up to (not including) 1; 0.9 is already slow "
                              f"(got {overlap!r}).")
-        if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, int) or self.sw_batch_size < 1:
-            raise ModelError(f"The sliding-window batch size must be a whole number of at least 1 "
-                             f"(got {self.sw_batch_size!r}).")
+        if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, int) or self.sw_batch_size < 0:
+            raise ModelError(f"The sliding-window batch size must be a whole number of at least 1, or 0 to choose "
+                             f"it for the device's free memory (got {self.sw_batch_size!r}).")
 
 
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -54,6 +64,79 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _softmax_in_place(logits: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Softmax over classes of ``(C, X, Y, Z)``, a few slices at a time (no second full copy)."""
+    for z in range(0, logits.shape[-1], chunk):
+        logits[..., z:z + chunk] = torch.softmax(logits[..., z:z + chunk].float(), dim=0)
+    return logits
+
+
+def _accumulation_device(device: torch.device, classes: int, voxels: int) -> torch.device:
+    """Where the sliding window sums its windows: the GPU while the sums take at most a
+    quarter of its free memory, else host memory (windows still run on the GPU)."""
+    free = free_bytes(device)
+    if free is not None and classes * voxels * 4 * 3 > free / 4:
+        return torch.device("cpu")
+    return device
+
+
+def sliding_window_tensor(
+    model: nn.Module,
+    image: np.ndarray,
+    patch_size: Sequence[int],
+    device: torch.device,
+    options: Optional[InferenceOptions] = None,
+    flip_axes: Sequence[int] = (),
+    classes: int = 0,
+) -> torch.Tensor:
+    """Softmax probabilities ``(C, X, Y, Z)`` for a preprocessed image ``(X, Y, Z)``, as a
+    tensor where the windows were summed (float16 above ``FLOAT16_ABOVE_BYTES``).
+
+    With ``options.tta`` the image is also predicted mirrored along each of
+    ``flip_axes`` and the un-mirrored probabilities averaged. ``classes`` (when known)
+    lets a large prediction sum its windows in host memory instead of on the GPU.
+    """
+    from monai.inferers import sliding_window_inference
+
+    options = options or InferenceOptions()
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    roi = [int(p) for p in patch_size]
+    use_amp = bool(options.amp and device.type == "cuda")
+    sw_batch = sliding_window_batch(model, roi, device, use_amp, options.sw_batch_size)
+    variants: List[Tuple[int, ...]] = [()]
+    if options.tta:
+        variants += [(a + 1,) for a in flip_axes]
+    total: Optional[torch.Tensor] = None
+    model.eval()
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        for dims in variants:
+            inp = x.flip([d + 1 for d in dims]) if dims else x
+            logits = sliding_window_inference(
+                inp,
+                roi_size=roi,
+                sw_batch_size=sw_batch,
+                predictor=lambda t: _forward(model, t),
+                overlap=options.overlap,
+                mode="gaussian",
+                padding_mode="constant",
+                cval=float(image.min()) if image.size else 0.0,
+                sw_device=device,
+                device=_accumulation_device(device, classes, int(image.size)),
+            )[0]
+            del inp
+            probs = _softmax_in_place(logits.float() if logits.dtype != torch.float32 else logits)
+            if dims:
+                probs = probs.flip(list(dims))
+            total = probs if total is None else total.add_(probs)
+            del logits, probs
+    assert total is not None
+    if len(variants) > 1:
+        total /= len(variants)
+    if total.numel() * 4 > FLOAT16_ABOVE_BYTES:
+        total = total.half()
+    return total
+
+
 def sliding_window_probabilities(
     model: nn.Module,
     image: np.ndarray,
@@ -62,42 +145,8 @@ def sliding_window_probabilities(
     options: Optional[InferenceOptions] = None,
     flip_axes: Sequence[int] = (),
 ) -> np.ndarray:
-    """Softmax probabilities ``(C, X, Y, Z)`` for a preprocessed image ``(X, Y, Z)``
-    (or ``(channels, X, Y, Z)`` for a multi-channel input).
-
-    With ``options.tta`` the image is also predicted mirrored along each of
-    ``flip_axes`` and the un-mirrored probabilities averaged.
-    """
-    from monai.inferers import sliding_window_inference
-
-    options = options or InferenceOptions()
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    x = (x[None] if x.dim() == 4 else x[None, None]).to(device)
-    roi = [int(p) for p in patch_size]
-    use_amp = bool(options.amp and device.type == "cuda")
-    variants: List[Tuple[int, ...]] = [()]
-    if options.tta:
-        variants += [(a + 2,) for a in flip_axes]
-    total = None
-    model.eval()
-    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-        for dims in variants:
-            inp = x.flip(dims) if dims else x
-            logits = sliding_window_inference(
-                inp,
-                roi_size=roi,
-                sw_batch_size=options.sw_batch_size,
-                predictor=lambda t: _forward(model, t),
-                overlap=options.overlap,
-                mode="gaussian",
-                padding_mode="constant",
-                cval=float(image.min()) if image.size else 0.0,
-            )
-            probs = torch.softmax(logits.float(), dim=1)
-            if dims:
-                probs = probs.flip(dims)
-            total = probs if total is None else total + probs
-    return (total / len(variants))[0].cpu().numpy()
+    """``sliding_window_tensor`` as a float32 numpy array (validation, tests)."""
+    return sliding_window_tensor(model, image, patch_size, device, options, flip_axes).float().cpu().numpy()
 
 
 @dataclass
@@ -106,9 +155,20 @@ class Prediction:
 
     labelmap: sitk.Image
     labels: List[str]
-    probabilities: Optional[np.ndarray] = None  # (C, X, Y, Z) on the input grid
+    probabilities: Optional[np.ndarray] = None  # (C, X, Y, Z) on the input grid, when asked for
     uncertainty: Optional[sitk.Image] = None
     largest_component: List[str] = field(default_factory=list)  # classes reduced to their largest component
+
+
+def model_probabilities(model: nn.Module, info: BaseModel, image, device: torch.device,
+                        options: InferenceOptions) -> Tuple[torch.Tensor, PreprocessInfo]:
+    """Preprocess ``image`` (or channel images) and predict: probabilities on the model's
+    grid and how to invert it."""
+    model.to(device)
+    array, prep = preprocess_image(image, info.recipe)
+    flips = tuple(info.card.get("training", {}).get("flip_axes", (1, 2))) if info.card else (1, 2)
+    probs = sliding_window_tensor(model, array, info.patch_size, device, options, flips, len(info.labels))
+    return probs, prep
 
 
 def predict_image(
@@ -119,36 +179,36 @@ def predict_image(
     options: Optional[InferenceOptions] = None,
     keep_probabilities: bool = False,
     uncertainty: bool = False,
+    probabilities_path: Optional[Path] = None,
 ) -> Prediction:
     """Predict a labelmap for ``image`` (an image, or a list of channel images in
-    the model's channel order) in its own geometry."""
+    the model's channel order) in its own geometry.
+
+    Peak memory grows with the volume, not with volume × classes: the labelmap is
+    restored block by block (``restore_blocks``). ``keep_probabilities`` returns every
+    class on the input grid in memory (classes × voxels × 4 bytes: small volumes);
+    ``probabilities_path`` (.mha) streams them to disk instead.
+    """
     options = options or InferenceOptions()
     dev = resolve_device(device)
-    model.to(dev)
     channels = [image] if isinstance(image, sitk.Image) else list(image)
     expected = int(info.network.args.get("in_channels", 1))
     if len(channels) != expected:
         raise ModelError(f"The model '{info.name}' reads {expected} channel(s)"
                          f"{' (' + ', '.join(info.card.get('input_channels') or []) + ')' if info.card else ''}, "
                          f"but {len(channels)} image(s) were given.")
-    array, prep = preprocess_image(channels[0] if len(channels) == 1 else channels, info.recipe)
     image = channels[0]
-    flips = tuple(info.card.get("training", {}).get("flip_axes", (1, 2))) if info.card else (1, 2)
-    probs = sliding_window_probabilities(model, array, info.patch_size, dev, options, flip_axes=flips)
-    restored = restore_probabilities(probs, prep)
-    labels_array = np.argmax(restored, axis=0).astype(np.uint8)
+    probs, prep = model_probabilities(model, info, channels[0] if len(channels) == 1 else channels, dev, options)
+    labels_zyx = restore_labels(probs, prep, options.restore_budget_bytes)
     cleaned = cleanup_classes(info.labels, recorded_decisions(info.card, f"model '{info.name}'"), options.largest_component)
     if cleaned:
-        labels_array = keep_largest_components(labels_array, cleaned)
-    labelmap = sitk.GetImageFromArray(labels_array.transpose(2, 1, 0))
+        labels_zyx = keep_largest_components(labels_zyx, cleaned, in_place=True)
+    labelmap = sitk.GetImageFromArray(labels_zyx)
+    del labels_zyx
     labelmap.CopyInformation(image)
-    unc = None
-    if uncertainty:
-        entropy = -(restored * np.log(np.clip(restored, 1e-8, 1.0))).sum(0) / np.log(max(len(info.labels), 2))
-        unc = sitk.GetImageFromArray(entropy.astype(np.float32).transpose(2, 1, 0))
-        unc.CopyInformation(image)
-    return Prediction(labelmap, list(info.labels), restored if keep_probabilities else None, unc,
-                      [info.labels[i] for i in cleaned])
+    kept, unc = restored_outputs(probs, prep, keep_probabilities, uncertainty, probabilities_path,
+                                 options.restore_budget_bytes)
+    return Prediction(labelmap, list(info.labels), kept, unc, [info.labels[i] for i in cleaned])
 
 
 def predict_file(
@@ -188,19 +248,22 @@ def predict_file(
     for path, channel in zip(paths, channels):
         check_not_blank(channel, path)
     image = channels[0]
-    prediction = predict_image(
-        model, info, channels if len(channels) > 1 else image, device, options,
-        keep_probabilities=probabilities_path is not None,
-        uncertainty=uncertainty_path is not None,
-    )
-    names = {i: n for i, n in enumerate(info.labels) if i > 0}
-    colors = {i: label_color(n, i) for i, n in names.items()}
-    files = [(output_path, image_writer(prepare_labelmap(prediction.labelmap, str(output_path), names, colors)))]
-    if probabilities_path is not None and prediction.probabilities is not None:
-        probs = sitk.GetImageFromArray(prediction.probabilities.transpose(3, 2, 1, 0).astype(np.float32), isVector=True)
-        probs.CopyInformation(image)
-        files.append((Path(probabilities_path), image_writer(probs)))
-    if uncertainty_path is not None and prediction.uncertainty is not None:
-        files.append((Path(uncertainty_path), image_writer(prediction.uncertainty)))
-    write_group_atomically(files)
+    if probabilities_path is not None:
+        check_probabilities_path(Path(probabilities_path))
+    # Streamed beside its destination, then landed together with the labelmap.
+    streamed = temporary_sibling(probabilities_path, "stream") if probabilities_path is not None else None
+    try:
+        prediction = predict_image(model, info, channels if len(channels) > 1 else image, device, options,
+                                   uncertainty=uncertainty_path is not None, probabilities_path=streamed)
+        names = {i: n for i, n in enumerate(info.labels) if i > 0}
+        colors = {i: label_color(n, i) for i, n in names.items()}
+        files = [(output_path, image_writer(prepare_labelmap(prediction.labelmap, str(output_path), names, colors)))]
+        if streamed is not None:
+            files.append((Path(probabilities_path), lambda temp: os.replace(streamed, temp)))
+        if uncertainty_path is not None and prediction.uncertainty is not None:
+            files.append((Path(uncertainty_path), image_writer(prediction.uncertainty)))
+        write_group_atomically(files)
+    finally:
+        if streamed is not None:
+            remove_quietly(streamed)
     return prediction

@@ -11,7 +11,7 @@ left") would be wrong twice over.
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,18 +40,21 @@ def augment_batch(
     regions: torch.Tensor,
     config: AugmentConfig,
     generator: torch.Generator,
+    noise_generator: Optional[torch.Generator] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Augment ``images (B,1,X,Y,Z)``, ``labels (B,X,Y,Z)``, ``regions (B,X,Y,Z)`` together.
+    """Augment ``images (B,1,X,Y,Z)``, ``labels (B,X,Y,Z)``, ``regions (B,X,Y,Z)`` together,
+    on the tensors' device.
 
-    ``generator`` lives on the CPU so the random draws (and a resumed run) do not
-    depend on the device.
+    ``generator`` lives on the CPU: the few scalar draws (which transforms, angles)
+    then never wait for the GPU. The noise field comes from ``noise_generator`` when
+    it is on the images' device (no host-to-device copy), else from ``generator``.
     """
     b = images.shape[0]
     out_i, out_l, out_r = [], [], []
     for n in range(b):
         img, lab, reg = images[n : n + 1], labels[n : n + 1], regions[n : n + 1]
         img, lab, reg = _spatial(img, lab, reg, config, generator)
-        img = _intensity(img, config, generator)
+        img = _intensity(img, config, generator, noise_generator)
         for axis in config.flip_axes:
             if _draw(generator) < config.flip_prob:
                 img = img.flip(axis + 2)
@@ -94,10 +97,14 @@ def _spatial(img, lab, reg, config: AugmentConfig, generator: torch.Generator):
     return img, lab[:, 0].round().long(), reg[:, 0] > 0.5
 
 
-def _intensity(img: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def _intensity(img: torch.Tensor, config: AugmentConfig, generator: torch.Generator,
+               noise_generator: Optional[torch.Generator] = None) -> torch.Tensor:
     if _draw(generator) < config.intensity_prob:
         img = img * _uniform(generator, 0.9, 1.1) + _uniform(generator, -0.05, 0.05)
     if _draw(generator) < config.intensity_prob and config.noise_std > 0:
-        noise = torch.randn(img.shape, generator=generator, dtype=img.dtype).to(img.device)
+        if noise_generator is not None and noise_generator.device == img.device:
+            noise = torch.randn(img.shape, generator=noise_generator, dtype=img.dtype, device=img.device)
+        else:
+            noise = torch.randn(img.shape, generator=generator, dtype=img.dtype).to(img.device)
         img = img + noise * config.noise_std
     return img

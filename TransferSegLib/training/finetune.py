@@ -18,6 +18,7 @@ import torch
 
 from TransferSegLib.training.augment import AugmentConfig
 from TransferSegLib.models.base_model import BaseModel, resolve_base_model
+from TransferSegLib.data import case_cache
 from TransferSegLib.data.cases import Case, LoadedCase, load_case
 from TransferSegLib.data.channels import channel_count, order_channels
 from TransferSegLib.errors import CaseError, ModelError
@@ -90,6 +91,16 @@ def target_label_list(labels: Sequence[str], base: Optional[BaseModel], cases: S
 
 
 def _prepare(case: Case, labels: List[str], recipe: Recipe, loaded: Optional[LoadedCase] = None) -> PreparedCase:
+    """The case on the model's grid; from the preprocessed-case cache when its files,
+    the labels and the recipe are unchanged (``data/case_cache.py``)."""
+    files = {"label": case.label, "region": case.region}
+    files.update({f"image{n}": path for n, path in enumerate(case.images)})
+    key = case_cache.case_key(files, {"label_names": case.label_names, "annotated": case.annotated, "name": case.name,
+                                      "unselected": case.unselected, "channel_names": case.channel_names},
+                              labels, recipe.to_dict())
+    hit = case_cache.load(key)
+    if hit is not None:
+        return PreparedCase(hit["name"], hit["image"], hit["label"], hit["annotated"].astype(bool), hit["region"])
     loaded = loaded or load_case(case, labels)
     image, info = preprocess_image(loaded.network_input, recipe)
     if loaded.label is None:
@@ -98,7 +109,13 @@ def _prepare(case: Case, labels: List[str], recipe: Recipe, loaded: Optional[Loa
     region = None
     if loaded.region is not None:
         region = preprocess_labels(loaded.region, info) > 0
-    return PreparedCase(loaded.name, image.astype(np.float32), label, np.asarray(loaded.annotated, bool), region)
+    prepared = PreparedCase(loaded.name, image.astype(np.float32), label, np.asarray(loaded.annotated, bool), region)
+    try:
+        case_cache.store(key, prepared.name, {"image": prepared.image, "label": prepared.label,
+                                               "annotated": prepared.annotated, "region": prepared.region})
+    except OSError:
+        pass  # a full or read-only cache only costs the next run the preprocessing again
+    return prepared
 
 
 def input_channels(base: Optional[BaseModel]) -> Tuple[List[str], Optional[int]]:
