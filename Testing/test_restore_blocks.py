@@ -67,6 +67,8 @@ RECIPES = {
     "resampled+crop": Recipe(spacing=(1.5, 1.5, 1.5), intensity=NO_INTENSITY, crop_foreground=True,
                              crop_threshold=0.0, crop_margin_mm=2.0),
     "reoriented only": Recipe(spacing=None, intensity=NO_INTENSITY),
+    "resampled+crop+resize": Recipe(spacing=(1.5, 1.5, 1.5), intensity=NO_INTENSITY, crop_foreground=True,
+                                    crop_threshold=0.0, crop_margin_mm=2.0, resize=(12, 10, 9)),
     "crop only": Recipe(spacing=None, intensity=NO_INTENSITY, crop_foreground=True, crop_threshold=0.0,
                         crop_margin_mm=1.0),
 }
@@ -111,7 +113,7 @@ def test_float16_probabilities_restore_to_nearly_the_same_labels():
 
 def test_slabs_give_the_whole_volume_probabilities_and_entropy(tmp_path):
     image = _oblique_image(size=(30, 26, 12))
-    array, info = preprocess_image(image, RECIPES["resampled+crop"])
+    array, info = preprocess_image(image, RECIPES["resampled+crop+resize"])
     probs = _smooth_probabilities(array.shape, classes=4, seed=2)
     reference = restore_probabilities(probs, info)
     path = tmp_path / "probabilities.mha"

@@ -89,7 +89,8 @@ def sliding_window_tensor(
     flip_axes: Sequence[int] = (),
     classes: int = 0,
 ) -> torch.Tensor:
-    """Softmax probabilities ``(C, X, Y, Z)`` for a preprocessed image ``(X, Y, Z)``, as a
+    """Softmax probabilities ``(C, X, Y, Z)`` for a preprocessed image ``(X, Y, Z)`` (or
+    ``(channels, X, Y, Z)``), as a
     tensor where the windows were summed (float16 above ``FLOAT16_ABOVE_BYTES``).
 
     With ``options.tta`` the image is also predicted mirrored along each of
@@ -99,7 +100,8 @@ def sliding_window_tensor(
     from monai.inferers import sliding_window_inference
 
     options = options or InferenceOptions()
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    x = (x[None, None] if x.dim() == 3 else x[None]).to(device)  # (X, Y, Z) or channels first
     roi = [int(p) for p in patch_size]
     use_amp = bool(options.amp and device.type == "cuda")
     sw_batch = sliding_window_batch(model, roi, device, use_amp, options.sw_batch_size)

@@ -4,21 +4,20 @@ Restoring every class's probabilities onto a full-size CT at once costs
 classes × voxels × 4 bytes (29 × 78.6 M × 4 = 9 GB for a 512×512×300 scan, more in
 the resampling passes). Here memory grows with the volume only:
 
-- ``restore_labels``: the labelmap is built block by block of the input grid. A
-  class is a candidate in a block when its model-resolution probability exceeds
-  ``0.5 / C`` somewhere the block reads; elsewhere its restored value stays below
-  ``0.5 / C``, while the winning class has at least ``1 / C`` (restored
-  probabilities still sum to one), so non-candidates can never win. Only
-  candidates are resampled, and a block with a single candidate (inside an organ,
-  in the background: most blocks) takes it without resampling. The labels equal
-  the argmax of the whole-volume restore (``data.preprocess.restore_labelmap``),
-  value for value, at a fraction of the work.
+- ``restore_labels``: the labelmap is built block by block of the input grid. An
+  input voxel interpolates the 2×2×2 model voxels of its cell, so each class's
+  restored value lies between its minimum and maximum over the cell; a class
+  whose maximum stays below another class's minimum cannot win there. Only the
+  classes that can win somewhere in a block are resampled for it, and a block
+  with a single such class (inside an organ, in the background) takes it without
+  resampling. The labels equal the argmax of the whole-volume restore
+  (``data.preprocess.restore_labelmap``), value for value, at a fraction of the work.
 - ``restored_slabs``: all classes' probabilities, one slab of input slices at a
   time, for the optional probability and uncertainty outputs.
 
 Blocks are resampled with the same per-axis plans as the whole-volume restore
-(``data/resample.py``), as torch operations on the device the probabilities live
-on (a GPU when there is one). The only full-size array is the uint8 labelmap,
+(``data/resample.py``): with numpy on the CPU, as torch operations on a GPU when
+the probabilities live there. The only full-size array is the uint8 labelmap,
 allocated once in the layout SimpleITK stores.
 """
 
@@ -29,13 +28,15 @@ import numpy as np
 import torch
 
 from TransferSegLib.data.preprocess import PreprocessInfo
-from TransferSegLib.data.resample import AxisPlan, axis_plans
+from TransferSegLib.data.resample import AxisPlan, apply_plans, axis_plans
 
 Box = Tuple[Tuple[int, int, int], Tuple[int, int, int]]
 # Slab working set per restored voxel and channel: the source block, the two
 # neighbour reads and the result of a pass, the running best and the labels.
 _BYTES_PER_VOXEL = 4 * 6
 DEFAULT_BUDGET_BYTES = 256 * 2**20
+# Values lie in [0, 1]; three interpolation passes in float32 move them by a few 1e-8.
+_TIE_MARGIN = 1e-5
 
 
 @dataclass
@@ -115,12 +116,70 @@ def restore_block(probs: torch.Tensor, info: PreprocessInfo, channels: Sequence[
     plan = plan or _Plan.of(info)
     source, plans = plan.source_box(box)
     block = _source_block(probs, channels, info, source)
-    return _apply(block, plans, plan.order) if plans else block
+    return _resample(block, plans, plan.order) if plans else block
+
+
+def _network_to_crop(probs: torch.Tensor, info: PreprocessInfo) -> torch.Tensor:
+    """Probabilities on the network's grid → the crop box's grid: the recipe's resize
+    undone (linear, at model resolution), or as they are when it has none."""
+    if tuple(probs.shape[1:]) != tuple(info.network_shape):
+        raise ValueError(f"probabilities of shape {tuple(probs.shape)} do not match the preprocessed shape "
+                         f"{info.network_shape}")
+    if info.resized is None:
+        return probs
+    plans, order = axis_plans(info.resized, info.cropped(), linear=True)
+    return _apply(probs.float(), plans, order)
 
 
 def _block_edge(classes: int, budget_bytes: int) -> int:
-    """Edge of the cubic output blocks: every class of a block within the budget, at most 64."""
-    return int(max(1, min(64, (budget_bytes / max(classes * _BYTES_PER_VOXEL, 1)) ** (1.0 / 3.0))))
+    """Edge of the cubic output blocks: every class of a block within the budget, at most
+    32 (small blocks have fewer candidates)."""
+    return int(max(1, min(32, (budget_bytes / max(classes * _BYTES_PER_VOXEL, 1)) ** (1.0 / 3.0))))
+
+
+def _cell_extremes(block: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per class, the maximum and minimum over each cell (voxels ``i..i+1`` along every
+    axis; cells at the far edge repeat it), as three separable passes each."""
+    high = low = block
+    for axis in (1, 2, 3):
+        n = block.shape[axis]
+        ahead = torch.cat([high.narrow(axis, 1, n - 1), high.narrow(axis, n - 1, 1)], axis) if n > 1 else high
+        high = torch.maximum(high, ahead)
+        ahead = torch.cat([low.narrow(axis, 1, n - 1), low.narrow(axis, n - 1, 1)], axis) if n > 1 else low
+        low = torch.minimum(low, ahead)
+    return high, low
+
+
+def _candidates(block: torch.Tensor) -> torch.Tensor:
+    """The classes that can win somewhere in the target voxels reading ``block``.
+
+    A target voxel interpolates the 2×2×2 source voxels of its cell, so each class's
+    value lies between that class's minimum and maximum over the cell. A class whose
+    cell maximum stays below another class's cell minimum loses the voxel. A margin of
+    ``_TIE_MARGIN`` keeps classes that float32 rounding could lift to a tie."""
+    high, low = _cell_extremes(block)
+    floor = low.max(0).values  # per cell: the least the cell's best class gets
+    return torch.nonzero((high >= floor - _TIE_MARGIN).flatten(1).any(1)).flatten()
+
+
+def _first_argmax(values: torch.Tensor) -> torch.Tensor:
+    """Index of the largest value along axis 0, the first on ties (as ``numpy.argmax``),
+    as a running maximum: contiguous passes instead of a strided reduction."""
+    best = values[0].clone()
+    index = torch.zeros(best.shape, dtype=torch.uint8, device=values.device)
+    for k in range(1, values.shape[0]):
+        wins = values[k] > best
+        best = torch.where(wins, values[k], best)
+        index.masked_fill_(wins, k)
+    return index
+
+
+def _resample(values: torch.Tensor, plans: List[AxisPlan], order: Sequence[int]) -> torch.Tensor:
+    """Apply the plans: numpy's ``take`` on the CPU (torch's index_select is many times slower
+    there), torch on a GPU; the same operations either way."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(apply_plans(values.numpy(), plans, list(order)))
+    return _apply(values, plans, order)
 
 
 def _slab_length(plane_voxels: int, channels: int, budget_bytes: int) -> int:
@@ -130,11 +189,10 @@ def _slab_length(plane_voxels: int, channels: int, budget_bytes: int) -> int:
 def label_blocks(probs: torch.Tensor, info: PreprocessInfo, budget_bytes: int = DEFAULT_BUDGET_BYTES,
                  ) -> Iterator[Tuple[Box, torch.Tensor, List[AxisPlan], torch.Tensor]]:
     """The oriented grid in blocks: ``(box, source block of every class, plans onto the box,
-    candidate classes)``. A class is a candidate when it exceeds ``0.5 / C`` somewhere in
-    the model voxels the block reads; the others cannot win anywhere in the block."""
+    candidate classes)``; the other classes cannot win anywhere in the block (``_candidates``)."""
+    probs = _network_to_crop(probs, info)
     plan = _Plan.of(info)
     classes = int(probs.shape[0])
-    threshold = 0.5 / classes
     everything = list(range(classes))
     size = tuple(info.oriented.size)
     edge = _block_edge(classes, budget_bytes)
@@ -144,23 +202,20 @@ def label_blocks(probs: torch.Tensor, info: PreprocessInfo, budget_bytes: int = 
                 box: Box = ((x, y, z), (min(size[0], x + edge), min(size[1], y + edge), min(size[2], z + edge)))
                 source, plans = plan.source_box(box)
                 block = _source_block(probs, everything, info, source)
-                candidates = torch.nonzero((block > threshold).flatten(1).any(1)).flatten()
-                yield box, block, plans, candidates
+                yield box, block, plans, _candidates(block)
 
 
 def restore_labels(probs: torch.Tensor, info: PreprocessInfo, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> np.ndarray:
     """UInt8 labels on the input grid as a ``(Z, Y, X)`` array (SimpleITK's layout).
 
-    ``probs``: ``(C, X, Y, Z)`` probabilities on the preprocessed (cropped) grid that sum
+    ``probs``: ``(C, X, Y, Z)`` probabilities on the network's grid that sum
     to one over classes (float32 or float16, any device). Equal to the argmax of the
     whole-volume restore; ``budget_bytes`` bounds the working set of one block. Only a
     block's candidates are resampled, and a block with one candidate (inside an organ,
     in the background) takes it without resampling at all.
     """
-    if probs.dim() != 4 or tuple(probs.shape[1:]) != info.crop_shape:
-        raise ValueError(f"probabilities of shape {tuple(probs.shape)} do not match the preprocessed shape {info.crop_shape}")
-    if probs.shape[0] > 256:
-        raise ValueError("a uint8 labelmap holds at most 256 classes")
+    if probs.dim() != 4 or probs.shape[0] > 256:
+        raise ValueError(f"probabilities must be (C, X, Y, Z) with at most 256 classes, got {tuple(probs.shape)}")
     order = _Plan.of(info).order
     out = np.zeros(tuple(info.original.size)[::-1], np.uint8)
     oriented = info.reorientation.apply(out.transpose(2, 1, 0))  # a view: writes land in ``out``
@@ -171,8 +226,9 @@ def restore_labels(probs: torch.Tensor, info: PreprocessInfo, budget_bytes: int 
             continue
         values = block.index_select(0, candidates)
         if plans:
-            values = _apply(values, plans, order)
-        oriented[where] = candidates[values.argmax(0)].to(torch.uint8).cpu().numpy()
+            values = _resample(values, plans, order)
+        winner = _first_argmax(values).long()
+        oriented[where] = candidates.to(torch.uint8)[winner].cpu().numpy()
     return out
 
 
@@ -180,6 +236,7 @@ def restored_slabs(probs: torch.Tensor, info: PreprocessInfo,
                    budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Iterator[Tuple[int, int, torch.Tensor]]:
     """All classes restored onto the input grid, a slab of its slices at a time:
     ``(z0, z1, (C, X, Y, z1 - z0) float32)`` in the input's own index order, slabs in any order."""
+    probs = _network_to_crop(probs, info)
     plan = _Plan.of(info)
     reorientation = info.reorientation
     along = list(reorientation.axes).index(2)  # the oriented axis that runs along the input's z
