@@ -26,6 +26,7 @@ from TransferSegLib.inference.infer import InferenceOptions, sliding_window_prob
 from TransferSegLib.models.model_dir import base_weights, save_model_dir
 from TransferSegLib.models.folder_swap import check_folder_output, claim_output
 from TransferSegLib.names import BACKGROUND, index_by_name, normalize_label_name, with_background
+from TransferSegLib.training.memory import fit_training
 from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
 from TransferSegLib.data.preprocess import preprocess_image, preprocess_labels
 from TransferSegLib.data.recipe import Recipe
@@ -265,6 +266,11 @@ def _run_claimed(spec: FinetuneSpec, reporter: Optional[Reporter], should_stop: 
     model, net_spec, transfer_info = build_target_model(base, labels, strategy, config.seed,
                                                         in_channels=channel_count(cases[0].images))
     patch = _check_patch(spec.patch_size or (base.patch_size if base is not None else config.patch_size or DEFAULT_PATCH), net_spec)
+    fit = fit_training(model, patch, config.batch_size, device, config.amp, patch_multiple(net_spec))
+    if (tuple(fit.patch_size), fit.batch_size) != (tuple(patch), config.batch_size):
+        reporter.event("warning", message=f"GPU memory: {fit.reason} (patch {list(fit.patch_size)}, batch "
+                                          f"{fit.batch_size}; about {fit.estimated_gb} GB of {fit.free_gb} GB free).")
+        patch, config.batch_size = fit.patch_size, fit.batch_size
     config.patch_size = patch
     flips = AugmentConfig.for_labels(labels).flip_axes
     reporter.event(
