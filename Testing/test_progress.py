@@ -15,6 +15,7 @@ def test_progress_line_shows_percent_iteration_loss_dice_and_eta():
                             "eta_s": 81, "its_per_s": 0.9}, 0.69)
     assert "52.5%" in line and "it 21/40" in line and "loss 0.5625" in line and "val dice 0.690" in line
     assert "ETA 01:21" in line and "0.90 it/s" in line and "##########-" in line
+    assert "data wait 4%" in format_progress({"percent": 1.0, "data_wait_pct": 3.8}, None)
 
 
 def test_on_a_terminal_progress_rewrites_one_line_and_messages_get_their_own():

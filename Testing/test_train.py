@@ -82,6 +82,22 @@ def test_cancel_saves_a_checkpoint_and_resume_follows_the_same_trajectory(tmp_pa
         assert torch.allclose(a, b, atol=1e-5), k
 
 
+class _Events:
+    def __init__(self):
+        self.events = []
+
+    def event(self, kind, **fields):
+        self.events.append((kind, fields))
+
+
+def test_progress_events_report_the_share_of_step_time_spent_waiting_for_data(tmp_path):
+    events = _Events()
+    train(_model(), [_case(1, "a")], [], ["background", "blob"], "full", _config(iterations=4), tmp_path,
+          reporter=events)
+    shares = [f["data_wait_pct"] for kind, f in events.events if kind == "progress"]
+    assert shares and all(s is not None and 0.0 <= s <= 100.0 for s in shares)
+
+
 def test_frozen_parameters_do_not_change(tmp_path):
     cases = [_case(1, "a")]
     model = _model()

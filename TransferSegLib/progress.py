@@ -57,6 +57,8 @@ def format_progress(fields: Dict[str, Any], last_dice: Optional[float]) -> str:
     parts.append(f"ETA {_duration(fields.get('eta_s'))}")
     if fields.get("its_per_s"):
         parts.append(f"({fields['its_per_s']:.2f} it/s)")
+    if fields.get("data_wait_pct") is not None:
+        parts.append(f"data wait {fields['data_wait_pct']:.0f}%")
     if fields.get("peak_gpu_memory_gb") is not None:
         parts.append(f"GPU {fields['peak_gpu_memory_gb']:.1f} GB")
     return "  ".join(parts)

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from TransferSegLib.training.augment import AugmentConfig, augment_batch
+from TransferSegLib.training.augment import AugmentConfig
+from TransferSegLib.training.batches import BatchSource, WaitShare
 from TransferSegLib.errors import TrainingCancelled, TransferSegError
 from TransferSegLib.models.checkpoints import read_checkpoint
 from TransferSegLib.paths import write_atomically
 from TransferSegLib.training.setting_checks import check_train_config
 from TransferSegLib.training.losses import partial_label_loss
-from TransferSegLib.training.sampling import PreparedCase, sample_batch
+from TransferSegLib.training.sampling import PreparedCase
 from TransferSegLib.training.transfer import StagedSchedule, apply_strategy, freeze_norm_statistics, set_trainable_parts
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
@@ -233,6 +234,10 @@ def train(
     stopped_early = False
     loss_value = float("nan")
     iter_times: List[float] = []
+    waits = WaitShare()
+    # Batch i depends on (seed, i) only, so a resumed run draws what an uninterrupted one would.
+    source = BatchSource(train_cases, config.patch_size, config.batch_size, config.foreground_ratio, config.seed,
+                         device, aug, start=state.iteration)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -247,6 +252,7 @@ def train(
         if progress >= 1.0:
             break
         if should_stop():
+            source.close()
             save_last()
             raise TrainingCancelled(f"Training cancelled at iteration {state.iteration}; checkpoint saved.")
         if staged is not None and stage == 1 and staged.in_second_stage(progress):
@@ -258,16 +264,8 @@ def train(
             group["lr"] = lr
 
         t0 = time.monotonic()
-        images, targets, regions, annotated = sample_batch(
-            train_cases, config.patch_size, config.batch_size, np_rng, config.foreground_ratio
-        )
-        x = torch.from_numpy(images)
-        y = torch.from_numpy(targets)
-        r = torch.from_numpy(regions)
-        if aug is not None:
-            x, y, r = augment_batch(x, y, r, aug, torch_gen)
-        x, y, r = x.to(device), y.to(device), r.to(device)
-        a = torch.from_numpy(annotated).to(device)
+        batch = source.next()
+        x, y, r, a = batch.images, batch.labels, batch.regions, batch.annotated
         model.train()
         freeze_norm_statistics(model)
         optimizer.zero_grad(set_to_none=True)
@@ -279,6 +277,7 @@ def train(
                 logits = logits[:, 0]
         loss = partial_label_loss(logits.float(), y, a, r)
         if not torch.isfinite(loss):
+            source.close()
             raise TransferSegError(
                 f"The loss became {float(loss)} at iteration {state.iteration}: lower the learning rate "
                 f"(--learning-rate) or check the images' intensities."
@@ -289,12 +288,14 @@ def train(
         loss_value = float(loss.detach())
         state.iteration += 1
         iter_times.append(time.monotonic() - t0)
+        waits.add(batch.wait_s, iter_times[-1])
         state.elapsed_s = time.monotonic() - start_wall
 
         now = time.monotonic()
         if now - last_report >= config.progress_every or state.iteration == 1:
             last_report = now
-            reporter.event("progress", **_progress_fields(state, config, loss_value, lr, iter_times))
+            reporter.event("progress", **_progress_fields(state, config, loss_value, lr, iter_times),
+                           data_wait_pct=waits.percent)
 
         if val_cases and predict_fn is not None and state.iteration % config.val_every == 0:
             last_dice = validate(model, val_cases, labels, predict_fn)
@@ -316,6 +317,7 @@ def train(
         if state.iteration % config.checkpoint_every == 0:
             save_last()
 
+    source.close()
     validated_last = bool(state.history) and state.history[-1].get("iteration") == state.iteration
     if val_cases and predict_fn is not None and not stopped_early and not validated_last:
         last_dice = validate(model, val_cases, labels, predict_fn)
@@ -325,7 +327,8 @@ def train(
         if score > state.best_score:
             state.best_score, state.best_iteration = score, state.iteration
             _save(best_path, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "iteration": state.iteration, "score": score})
-    reporter.event("progress", **_progress_fields(state, config, loss_value, optimizer.param_groups[0]["lr"], iter_times, final=True))
+    reporter.event("progress", **_progress_fields(state, config, loss_value, optimizer.param_groups[0]["lr"], iter_times, final=True),
+                   data_wait_pct=waits.percent)
     save_last()
     if best_path.is_file() and state.best_iteration != state.iteration:
         model.load_state_dict(read_checkpoint(best_path)["model"])
