@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-largest-component", nargs="?", const=ALL, default=None, metavar="NAME[,NAME]",
                    help="keep every component of every class, or of the named classes (overrides the model)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (0-0.9; default 0.5)")
-    p.add_argument("--probabilities", metavar="FILE", help="also write per-class probabilities (vector image)")
+    p.add_argument("--probabilities", metavar="FILE", help="also write per-class probabilities on the input grid: a .mha file, streamed slab by slab (uncompressed: classes x voxels x 4 bytes)")
     p.add_argument("--uncertainty", metavar="FILE", help="also write a per-voxel normalized entropy image")
     p.set_defaults(func=run)
 
