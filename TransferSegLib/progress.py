@@ -115,6 +115,8 @@ class ProgressPrinter:
                        f"strategy {_strategy(fields)}, base {fields.get('base')}")
         elif kind == "queued":
             self._line(f"queued: {fields.get('message', '')}")
+            if fields.get("base_part"):
+                self._line(str(fields["base_part"]))
         elif kind == "warning":
             self._line(f"warning: {' '.join(str(fields.get('message')).split())}")
         elif kind == "info":

@@ -36,12 +36,16 @@ def add_parser(sub) -> None:
                        help="use this copy of the published file instead of downloading it (checked the same way)")
     fetch.set_defaults(func=run_download)
 
-    add = actions.add_parser("add", help="register a local checkpoint (with --spec) or a MONAI bundle",
+    add = actions.add_parser("add", help="register a local checkpoint (with --spec), a MONAI bundle or an nnU-Net "
+                                         "v2 trained model folder",
                              epilog=_example("transferseg models add --name mynet --checkpoint net.pt --spec net.json"))
     add.add_argument("--name", required=True, help="name to use with --base")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="weights file (torch.save of a state_dict)")
     source.add_argument("--bundle", help="MONAI bundle folder or zip")
+    source.add_argument("--nnunet", metavar="FOLDER",
+                        help="nnU-Net v2 trained model folder (<Trainer>__<Plans>__<configuration> with plans.json, "
+                             "dataset.json, fold_X/checkpoint_final.pth), or one fold_X folder of it")
     add.add_argument("--spec", help="JSON with network, labels, recipe, patch_size (and optional key_map, "
                                     "encoder_only, modality, license)")
     add.set_defaults(func=run_add)
@@ -74,6 +78,13 @@ def add_parser(sub) -> None:
     exp.add_argument("model_dir", metavar="MODEL_DIR", help="fine-tuned model folder (model.json + model.pt)")
     exp.add_argument("out", metavar="OUT", help="bundle folder to create (a .zip path writes a zip)")
     exp.set_defaults(func=run_export)
+
+    nnunet = actions.add_parser("export-nnunet", help="write a model fine-tuned from an nnU-Net base as an nnU-Net v2 "
+                                                      "model folder (runs with nnUNetv2_predict_from_modelfolder)")
+    nnunet.add_argument("model_dir", metavar="MODEL_DIR", help="TransferSeg model folder fine-tuned from an nnU-Net base")
+    nnunet.add_argument("out", metavar="OUT_DIR",
+                        help="nnU-Net model folder to create (plans.json, dataset.json, fold_all/checkpoint_final.pth)")
+    nnunet.set_defaults(func=run_export_nnunet)
 
     p.set_defaults(func=run_list, all=False, json=False)
 
@@ -149,7 +160,7 @@ def run_add(args) -> int:
     if args.checkpoint and not args.spec:
         raise ModelError("'transferseg models add --checkpoint' needs --spec SPEC.json (network, labels, recipe, "
                          "patch_size).")
-    name = add_user_model(Path(args.checkpoint or args.bundle), name=args.name, spec=args.spec)
+    name = add_user_model(Path(args.checkpoint or args.bundle or args.nnunet), name=args.name, spec=args.spec)
     print(f"registered '{name}': use it with --base {name}")
     return 0
 
@@ -185,3 +196,19 @@ def run_export(args) -> int:
     print(f"wrote the MONAI bundle {out}; run it with: python -m monai.bundle run --config_file "
           f"{out}/configs/inference.json --bundle_root {out} --image IMAGE --output_dir OUT")
     return 0
+
+
+def run_export_nnunet(args) -> int:
+    from TransferSegLib.models.nnunet_export import export_nnunet
+
+    out = export_nnunet(Path(args.model_dir), Path(args.out))
+    print(f"wrote the nnU-Net v2 model folder {out}; run it with: nnUNetv2_predict_from_modelfolder -i IN -o OUT "
+          f"-m {out} -f all (input files named <case>_0000{_file_ending(out)})")
+    return 0
+
+
+def _file_ending(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "dataset.json").read_text(encoding="utf-8")).get("file_ending", ".nii.gz"))
+    except (OSError, ValueError):
+        return ".nii.gz"

@@ -12,7 +12,8 @@ def add_parser(sub) -> None:
                        epilog="examples:\n  transferseg predict --model models/liver --image ct3.nii.gz --output ct3_liver.seg.nrrd\n"
                               "  transferseg predict --model default --image ct3.nii.gz --output ct3_organs.seg.nrrd")
     p.add_argument("--model", required=True,
-                   help="fine-tuned model folder (model.json + model.pt), or a base model to predict with as it is: "
+                   help="fine-tuned model folder (model.json + model.pt), an nnU-Net v2 trained model folder "
+                        "(plans.json, dataset.json, fold_X/), or a base model to predict with as it is: "
                         "'default', a catalog or registered name, a MONAI bundle")
     p.add_argument("--image", required=True,
                    help="image file (NIfTI, NRRD, MHA, .mrc) or DICOM folder; a model of several channels: "
@@ -28,8 +29,11 @@ def add_parser(sub) -> None:
     p.add_argument("--no-largest-component", nargs="?", const=ALL, default=None, metavar="NAME[,NAME]",
                    help="keep every component of every class, or of the named classes (overrides the model)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (0-0.9; default 0.5)")
-    p.add_argument("--probabilities", metavar="FILE", help="also write per-class probabilities on the input grid: a .mha file, streamed slab by slab (uncompressed: classes x voxels x 4 bytes)")
+    p.add_argument("--probabilities", metavar="FILE", help="also write per-class probabilities (vector image)")
     p.add_argument("--uncertainty", metavar="FILE", help="also write a per-voxel normalized entropy image")
+    p.add_argument("--fold", action="append", default=None, metavar="FOLD",
+                   help="nnU-Net models: a fold to use (0-4 or all; repeat for several; default: every fold present, "
+                        "their logits averaged as nnUNetv2_predict does)")
     p.set_defaults(func=run)
 
 
@@ -72,6 +76,7 @@ def run(args) -> int:
         largest_component=cleanup_override(args.largest_component, args.no_largest_component), overlap=args.overlap,
         probabilities_path=Path(args.probabilities) if args.probabilities else None,
         uncertainty_path=Path(args.uncertainty) if args.uncertainty else None,
+        folds=args.fold,
     )
     cleaned = ", ".join(prediction.largest_component) or "none"
     print(f"wrote {args.output} ({len(prediction.labels) - 1} labels: {', '.join(prediction.labels[1:])}; "

@@ -18,6 +18,10 @@ nearest neighbour, with ITK's rules), fast and identical forward and backward.
 ``restore_*`` here are whole-volume references; predictions of full-size scans go
 through ``inference/restore_blocks.py``, which gives the same labels in bounded memory.
 
+A recipe holding nnU-Net plans (``recipe.nnunet``) is handed to
+``data.nnunet_preprocess``, which reproduces nnU-Net's own steps; its info object
+then routes the ``restore_*`` calls back there.
+
 Orientation follows nibabel/MONAI (``Orientationd``): the axis-to-anatomy matching
 is computed the way nibabel's ``io_orientation`` does it (closest rotation, then
 strongest axis first), so a recipe's ``RAS`` gives the arrays a MONAI bundle sees,
@@ -31,6 +35,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError
+from TransferSegLib.data import nnunet_preprocess
+from TransferSegLib.data.nnunet_preprocess import NnunetPreprocessInfo
 from TransferSegLib.data.framing import crop_box, resized_spacing_and_shift
 from TransferSegLib.data.grid import Grid, grid_problems
 from TransferSegLib.data.intensity import apply_steps
@@ -230,6 +236,8 @@ def preprocess_image(image: Union[sitk.Image, Sequence[sitk.Image]], recipe: Rec
     Linear interpolation when the recipe's spacing differs from the image's; the
     crop selects on raw values (HU), before the intensity steps.
     """
+    if recipe.nnunet is not None:
+        return nnunet_preprocess.preprocess_image(image, recipe.nnunet)  # type: ignore[return-value]
     original, images = _channel_images(image)
     reorientation = reorientation_to(original.direction, recipe.orientation)
     oriented = reorientation.grid(original)
@@ -251,6 +259,8 @@ def preprocess_image(image: Union[sitk.Image, Sequence[sitk.Image]], recipe: Rec
 def preprocess_labels(label: sitk.Image, info: PreprocessInfo) -> np.ndarray:
     """A labelmap (or region mask) on the image's original grid → the network's
     (cropped, resized) grid by nearest neighbour; integer ``(X, Y, Z)`` of the label's type."""
+    if isinstance(info, NnunetPreprocessInfo):
+        return nnunet_preprocess.preprocess_labels(label, info)
     if tuple(label.GetSize()) != tuple(info.original.size) or label.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"A labelmap of size {label.GetSize()} is not on its image's grid (size {info.original.size}): "
                         f"export the segmentation with the image as reference geometry.")
@@ -295,6 +305,8 @@ def restore_probabilities(probs: np.ndarray, info: PreprocessInfo) -> np.ndarray
     """Probabilities ``(C, X, Y, Z)`` on the preprocessed (cropped) grid →
     ``(C, X0, Y0, Z0)`` on the input's grid. Outside the crop, channel 0
     (background) is 1 and the others 0; resampling back is linear."""
+    if isinstance(info, NnunetPreprocessInfo):
+        return nnunet_preprocess.restore_probabilities(probs, info)
     probs = np.asarray(probs, np.float32)
     if probs.ndim != 4:
         raise ValueError(f"probabilities must be (C, X, Y, Z), got shape {probs.shape}")
@@ -309,12 +321,16 @@ def restore_probabilities(probs: np.ndarray, info: PreprocessInfo) -> np.ndarray
 def restore_labelmap(probs: np.ndarray, info: PreprocessInfo) -> sitk.Image:
     """UInt8 argmax of the restored probabilities, with the input's exact geometry."""
     labels = np.argmax(restore_probabilities(probs, info), axis=0).astype(np.uint8)
+    if isinstance(info, NnunetPreprocessInfo):
+        return info.image_from_zyx(np.ascontiguousarray(labels.transpose(2, 1, 0)))
     return info.original.image_from_xyz(labels)
 
 
 def restore_label_array(labels: np.ndarray, info: PreprocessInfo) -> sitk.Image:
     """A label array ``(X, Y, Z)`` on the preprocessed grid → a UInt8 labelmap on the
     input's grid by nearest neighbour (cheaper than restoring probabilities)."""
+    if isinstance(info, NnunetPreprocessInfo):
+        return nnunet_preprocess.restore_label_array(labels, info)
     labels = np.asarray(labels)
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
         raise ValueError("label values must lie in 0..255")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from TransferSegLib.errors import ModelError
+from TransferSegLib.data.nnunet_recipe import NnunetRecipe
 from TransferSegLib.data.steps import IntensityStep, steps_from_legacy
 
 STORED = "stored"
@@ -156,8 +157,12 @@ class Recipe:
     resize: Optional[Tuple[int, int, int]] = None
     resize_mode: str = "linear"
     source: str = ""
+    #: nnU-Net's own preprocessing (``data.nnunet_preprocess``) from its plans; when set, the fields above are unused.
+    nnunet: Optional[NnunetRecipe] = None
 
     def __post_init__(self) -> None:
+        if self.nnunet is not None:
+            self.nnunet = NnunetRecipe.from_dict(self.nnunet)
         code = str(self.orientation).strip()
         if code.lower() in _STORED_SPELLINGS:
             self.orientation = STORED
@@ -199,7 +204,14 @@ class Recipe:
                 "crop_margin_mm": self.crop_margin_mm, "crop_select": self.crop_select,
                 "crop_margin_fraction": self.crop_margin_fraction,
                 "resize": list(self.resize) if self.resize is not None else None,
-                "resize_mode": self.resize_mode, "source": self.source}
+                "resize_mode": self.resize_mode, "source": self.source,
+                **({"nnunet": self.nnunet.to_dict()} if self.nnunet is not None else {})}
+
+    @classmethod
+    def for_nnunet(cls, nnunet: NnunetRecipe) -> "Recipe":
+        """An nnU-Net model's recipe: its plans do all of the preprocessing (axes as stored, no crop or steps)."""
+        return cls(orientation=STORED, spacing=None, intensity=[], crop_foreground=False,
+                   source="nnU-Net plans.json (applied by nnU-Net's own steps)", nnunet=nnunet)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Recipe":

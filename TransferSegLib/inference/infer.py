@@ -19,9 +19,10 @@ from TransferSegLib.models.base_model import BaseModel
 from TransferSegLib.errors import ModelError
 from TransferSegLib.inference.cleanup import CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions
 from TransferSegLib.models.model_dir import load_model
+from TransferSegLib.inference import nnunet_window
 from TransferSegLib.paths import check_outputs, remove_quietly, temporary_sibling, write_group_atomically
 from TransferSegLib.data.preprocess import PreprocessInfo, preprocess_image
-from TransferSegLib.inference.outputs import check_probabilities_path, restored_outputs
+from TransferSegLib.inference.outputs import check_probabilities_path, normalized_entropy, restored_outputs
 from TransferSegLib.inference.restore_blocks import DEFAULT_BUDGET_BYTES, restore_labels
 from TransferSegLib.training.memory import free_bytes, sliding_window_batch
 from TransferSegLib.training.train import resolve_device
@@ -200,6 +201,8 @@ def predict_image(
                          f"{' (' + ', '.join(info.card.get('input_channels') or []) + ')' if info.card else ''}, "
                          f"but {len(channels)} image(s) were given.")
     image = channels[0]
+    if info.recipe.nnunet is not None:
+        return _predict_nnunet(model, info, channels, dev, options, keep_probabilities, uncertainty, probabilities_path)
     probs, prep = model_probabilities(model, info, channels[0] if len(channels) == 1 else channels, dev, options)
     labels_zyx = restore_labels(probs, prep, options.restore_budget_bytes)
     cleaned = cleanup_classes(info.labels, recorded_decisions(info.card, f"model '{info.name}'"), options.largest_component)
@@ -213,6 +216,34 @@ def predict_image(
     return Prediction(labelmap, list(info.labels), kept, unc, [info.labels[i] for i in cleaned])
 
 
+def _predict_nnunet(model: nn.Module, info: BaseModel, channels: List[sitk.Image], dev: torch.device,
+                    options: InferenceOptions, keep_probabilities: bool, uncertainty: bool,
+                    probabilities_path: Optional[Path]) -> Prediction:
+    """An nnU-Net model: nnU-Net's own sliding window and way back, so the labels are nnUNetv2_predict's."""
+    image = channels[0]
+    restored = nnunet_window.predict_probabilities(model, image if len(channels) == 1 else channels,
+                                                   info.recipe.nnunet, dev, tta=options.tta,
+                                                   batch_size=options.sw_batch_size or 2)
+    labels_zyx = np.ascontiguousarray(np.argmax(restored, axis=0).astype(np.uint8).transpose(2, 1, 0))
+    cleaned = cleanup_classes(info.labels, recorded_decisions(info.card, f"model '{info.name}'"), options.largest_component)
+    if cleaned:
+        labels_zyx = keep_largest_components(labels_zyx, cleaned, in_place=True)
+    labelmap = sitk.GetImageFromArray(labels_zyx)
+    labelmap.CopyInformation(image)
+    unc = None
+    if uncertainty:
+        unc = sitk.GetImageFromArray(normalized_entropy(torch.from_numpy(restored)).permute(2, 1, 0).numpy())
+        unc.CopyInformation(image)
+    if probabilities_path is not None:
+        vector = sitk.GetImageFromArray(restored.transpose(3, 2, 1, 0), isVector=True)
+        vector.CopyInformation(image)
+        tmp = temporary_sibling(Path(probabilities_path))
+        sitk.WriteImage(vector, str(tmp), useCompression=True)
+        os.replace(tmp, probabilities_path)
+    return Prediction(labelmap, list(info.labels), restored if keep_probabilities else None, unc,
+                      [info.labels[i] for i in cleaned])
+
+
 def predict_file(
     model_dir: Path,
     image_path: Path,
@@ -223,8 +254,12 @@ def predict_file(
     probabilities_path: Optional[Path] = None,
     uncertainty_path: Optional[Path] = None,
     overlap: float = 0.5,
+    folds: Optional[Sequence[str]] = None,
 ) -> Prediction:
     """Read an image, predict, and write the labelmap (.nii.gz or .seg.nrrd) atomically.
+
+    ``model_dir`` may also be an nnU-Net v2 trained model folder; ``folds`` picks its
+    folds (default: every fold present, ensembled as ``nnUNetv2_predict`` does).
 
     ``image_path`` may name several channel files (``data.channels``: ``a,b`` or
     ``T1c=a,T1=b``, or a 4D file); they are put in the model's channel order.
@@ -243,7 +278,7 @@ def predict_file(
     paths, names = ([str(image_path)], []) if Path(image_path).exists() else parse_image_argument(str(image_path))
     check_outputs({"--output": output_path, "--probabilities": probabilities_path, "--uncertainty": uncertainty_path},
                   {"--image": paths, "--model": [model_dir, Path(model_dir) / "model.json", Path(model_dir) / "model.pt"]})
-    model, info = load_model(Path(model_dir), "cpu")
+    model, info = load_model(Path(model_dir), "cpu", folds=folds)
     paths = order_channels(paths, names, list(info.card.get("input_channels") or []) if info.card else [],
                            int(info.network.args.get("in_channels", 1)), f"--image '{image_path}'")
     channels = read_channels(paths)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from TransferSegLib.errors import ModelError
+from TransferSegLib.models.nnunet import is_nnunet_folder
 from TransferSegLib.training.networks import NetworkSpec
 from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.models.folder_swap import recover_folder
@@ -138,13 +139,17 @@ def resolve_base_model(
     if path.exists():
         if path.is_dir() and (path / "model.json").is_file():
             return load_model_dir(path)
+        if path.is_dir() and is_nnunet_folder(path):
+            from TransferSegLib.models.nnunet_weights import nnunet_base_model
+
+            return nnunet_base_model(path)
         if path.is_dir() and (path / "configs").is_dir() or path.suffix == ".zip":
             from TransferSegLib.models.bundle import import_bundle
 
             return import_bundle(path)
         raise ModelError(
-            f"'{path}' is neither a TransferSeg model folder (model.json + model.pt) nor a MONAI "
-            f"bundle (configs/ + models/). To use a bare checkpoint, register it first with "
+            f"'{path}' is neither a TransferSeg model folder (model.json + model.pt), an nnU-Net v2 trained model "
+            f"folder (plans.json + dataset.json + fold_X/) nor a MONAI bundle (configs/ + models/). To use a bare checkpoint, register it first with "
             f"'transferseg models add --name NAME --checkpoint FILE --spec SPEC.json'."
         )
     try:

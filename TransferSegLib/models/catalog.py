@@ -25,11 +25,15 @@ from TransferSegLib.models.download import cache_dir, download, file_checksum, i
 from TransferSegLib.errors import DownloadError, ModelError
 from TransferSegLib.training.networks import NetworkSpec
 from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.models import totalsegmentator
+from TransferSegLib.models.nnunet import catalog_fields, is_nnunet_folder
 
 CATALOG_FORMAT = "transferseg-catalog"
 CATALOG_VERSION = 1
 USER_FORMAT = "transferseg-user-models"
-SOURCES = ("catalog", "package", "user", "bundle")
+SOURCES = ("catalog", "package", "user", "bundle", "nnunet", "totalseg")
+#: Sources whose weights are a local file or folder named by ``checkpoint``.
+LOCAL_SOURCES = ("user", "bundle", "nnunet", "totalseg")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -121,7 +125,7 @@ class CatalogEntry:
         """Where the weights are (or will be) on this computer; None if unknown."""
         if self.source == "package":
             return installed_package_file(self.package or "", self.resource or "")
-        if self.source in ("user", "bundle"):
+        if self.source in LOCAL_SOURCES:
             return Path(self.checkpoint).expanduser() if self.checkpoint else None
         if not self.url:
             return None
@@ -139,7 +143,7 @@ class CatalogEntry:
         """A short word for listings: downloaded, to download, unverified, installed, not installed, local, missing."""
         if self.source == "package":
             return "installed" if self.cached(cache_root) else "not installed"
-        if self.source in ("user", "bundle"):
+        if self.source in LOCAL_SOURCES:
             return "local" if self.cached(cache_root) else "missing"
         if self.cached(cache_root):
             return "downloaded"
@@ -253,7 +257,21 @@ def list_models(cache_root: Optional[Path] = None, include_unavailable: bool = F
         entries.append(entry)
     shipped = {e.name.lower() for e in entries}
     entries += [e for e in read_user_models(cache_root) if e.name.lower() not in shipped]
+    known = {e.name.lower() for e in entries}
+    entries += [e for e in totalsegmentator_entries() if e.name.lower() not in known]
     return entries
+
+
+def nnunet_entry(path: Path, name: str, source: str = "nnunet", **extra: Any) -> CatalogEntry:
+    """A catalog entry for an nnU-Net v2 trained model folder (JSON files only; the weights stay where they are)."""
+    fields_ = catalog_fields(path, extra.pop("labels", None))
+    fields_.update(extra)
+    return CatalogEntry(name=_valid_name(name), source=source, checkpoint=str(Path(path)), **fields_)
+
+
+def totalsegmentator_entries(home: Optional[Path] = None) -> List[CatalogEntry]:
+    """The TotalSegmentator models installed on this computer (``TOTALSEG_HOME_DIR`` or ~/.totalsegmentator)."""
+    return [nnunet_entry(source="totalseg", **row) for row in totalsegmentator.catalog_rows(home)]
 
 
 def find_model(name: str, cache_root: Optional[Path] = None) -> CatalogEntry:
@@ -291,7 +309,7 @@ def fetch_weights(entry: CatalogEntry, offline: bool = False, cache_root: Option
         _check_file(entry, path, f"the file installed by {entry.package} {entry.version}",
                     f"Another version of {entry.package} may be installed: 'pip install {entry.package}=={entry.version}'.")
         return path
-    if entry.source in ("user", "bundle"):
+    if entry.source in LOCAL_SOURCES:
         return _local_weights(entry)
     if not entry.url:
         raise ModelError(f"Model '{entry.name}' has no download URL in the catalog.")
@@ -361,6 +379,11 @@ def resolve_catalog_model(name: str, offline: bool = False, cache_root: Optional
                           allow_unverified: bool = False) -> BaseModel:
     """A catalog, package, user or bundle model by name, with its weights on disk."""
     entry = find_model(name, cache_root)
+    if entry.source in ("nnunet", "totalseg"):
+        from TransferSegLib.models.nnunet_weights import nnunet_base_model
+
+        return nnunet_base_model(_local_weights(entry), name=entry.name, license_text=entry.license,
+                                 non_commercial=entry.non_commercial, labels=entry.labels)
     if entry.source == "bundle":
         from TransferSegLib.models.bundle import import_bundle
 
@@ -387,7 +410,12 @@ def add_user_model(path, name: Optional[str] = None, spec: Any = None, cache_roo
     if not path.exists():
         raise ModelError(f"'{path}' does not exist.")
     is_bundle = (path.is_dir() and (path / "configs").is_dir()) or path.suffix == ".zip"
-    if is_bundle:
+    if is_nnunet_folder(path):
+        from TransferSegLib.models.nnunet_weights import load_nnunet_model
+
+        load_nnunet_model(path)  # registered only if it loads
+        entry = nnunet_entry(path, name or path.parent.name, description=f"nnU-Net v2 model folder {path}")
+    elif is_bundle:
         from TransferSegLib.models.bundle import import_bundle
 
         base = import_bundle(path, cache_root=cache_root)

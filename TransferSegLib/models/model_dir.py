@@ -10,7 +10,7 @@ import datetime
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,8 @@ from TransferSegLib.models.checkpoints import read_checkpoint
 from TransferSegLib.errors import ModelError
 from TransferSegLib.models.folder_swap import recover_folder, replace_folder, staging_folder
 from TransferSegLib.paths import write_atomically, write_text_atomically
+from TransferSegLib.models.nnunet import is_nnunet_folder
+from TransferSegLib.models.nnunet_weights import load_nnunet_model, nnunet_state_dict
 from TransferSegLib.training.networks import build_network
 
 MODEL_FORMAT = "transferseg-model"
@@ -59,19 +61,28 @@ def base_weights(base: BaseModel) -> Dict[str, torch.Tensor]:
                          f"('transferseg models download {base.name}').")
     if base.source in ("model-dir", "shipped"):
         return read_checkpoint(base.weights)
+    if base.source == "nnunet":
+        return nnunet_state_dict(Path(base.weights))
     from TransferSegLib.models.checkpoints import load_state_dict
 
     state, _report = load_state_dict(Path(base.weights), base.key_map, build_network(base.network))
     return state
 
 
-def load_model(model: Union[str, Path], device: str = "cpu") -> Tuple[nn.Module, BaseModel]:
+def load_model(model: Union[str, Path], device: str = "cpu",
+               folds: Optional[Sequence[str]] = None) -> Tuple[nn.Module, BaseModel]:
     """Build a model's network and load its weights (weights only).
 
     ``model`` is a model folder, or the name of a base model ('default', a catalog
-    or registered name, a MONAI bundle): predicting with the base itself.
+    or registered name, a MONAI bundle): predicting with the base itself. An nnU-Net
+    v2 trained model folder works too: ``folds`` picks its folds (default every fold
+    present), ensembled as ``nnUNetv2_predict`` does.
     """
     path = Path(model).expanduser()
+    if is_nnunet_folder(path):
+        return load_nnunet_model(path, folds, device)
+    if folds:
+        raise ModelError(f"--fold applies to nnU-Net model folders; '{model}' is not one.")
     if (path / "model.json").is_file() or path.is_dir() and not (path / "configs").is_dir():
         info = load_model_dir(path)
         state = read_checkpoint(info.weights)

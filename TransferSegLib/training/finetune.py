@@ -25,6 +25,7 @@ from TransferSegLib.errors import CaseError, ModelError
 from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
 from TransferSegLib.models.model_dir import base_weights, save_model_dir
 from TransferSegLib.models.folder_swap import check_folder_output, claim_output
+from TransferSegLib.models.totalsegmentator import pick_part
 from TransferSegLib.names import BACKGROUND, index_by_name, normalize_label_name, with_background
 from TransferSegLib.training.memory import fit_training
 from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
@@ -228,7 +229,10 @@ def _run_claimed(spec: FinetuneSpec, reporter: Optional[Reporter], should_stop: 
     reporter = reporter or Reporter()
     requested = spec.strategy if spec.strategy == AUTO else check_strategy(spec.strategy)
     config = spec.train
-    base = resolve_base_model(spec.base, offline=spec.offline)
+    # TotalSegmentator's 'total' is several models: start from the part that knows the labels asked for
+    wanted = list(spec.labels) or [n for c in spec.cases for n in c.label_names.values()]
+    base_name, base_part = pick_part(spec.base, wanted)
+    base = resolve_base_model(base_name, offline=spec.offline)
     choice = choose_strategy(requested, base)
     strategy = choice.strategy
     if base is None and strategy != "scratch":
@@ -283,6 +287,7 @@ def _run_claimed(spec: FinetuneSpec, reporter: Optional[Reporter], should_stop: 
         strategy_requested=choice.requested,
         strategy_reason=choice.reason,
         base=base.name if base is not None else "none",
+        base_part=base_part or None,
         parameters=describe(model),
         patch_size=list(patch),
     )

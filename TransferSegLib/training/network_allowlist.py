@@ -40,6 +40,8 @@ MONAI_NETWORKS = "monai.networks.nets"
 PROJECT_NETWORKS = {
     "TransferSegLib.models.checkpoints.TorchScriptNetwork": True,
     "TransferSegLib.training.medicalnet.MedicalNetUNet": False,
+    # nnU-Net's U-Nets from a plans file: layers only, their class names through nnunet_network's own allow-list
+    "TransferSegLib.training.nnunet_network.NnunetNetwork": False,
 }
 
 #: Arguments of the file a project network loads; a model folder may name a file

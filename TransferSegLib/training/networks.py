@@ -17,6 +17,7 @@ from torch import nn
 
 from TransferSegLib.errors import ModelError
 from TransferSegLib.training.network_allowlist import network_class
+from TransferSegLib.training.nnunet_network import nnunet_part_prefixes, nnunet_patch_multiple
 
 
 @dataclass
@@ -131,6 +132,8 @@ def patch_multiple(spec: NetworkSpec) -> Tuple[int, int, int]:
         return (16, 16, 16)
     if name == "MedicalNetUNet":
         return (8, 8, 8)
+    if name == "NnunetNetwork":
+        return nnunet_patch_multiple(args)  # type: ignore[return-value]
     return (16, 16, 16)
 
 
@@ -202,6 +205,8 @@ def network_parts(model: nn.Module) -> NetworkParts:
         )
     if name == "UNet":
         return _unet_parts(model)
+    if name == "NnunetNetwork":
+        return NetworkParts(**nnunet_part_prefixes(model))
     return _parts_by_order(model)
 
 

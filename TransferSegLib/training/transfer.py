@@ -79,7 +79,7 @@ def adapt_head(
     for mod_name, module in head_modules(model, parts):
         # Modules are inspected in the *target* model, whose class count may differ:
         # compare against the base state's shapes to find the class axes.
-        for tensor_name, axis in _output_axes_from_base(module, mod_name, base_state, n_base):
+        for tensor_name, axis in _output_axes_from_base(module, mod_name, base_state, n_base, len(target_labels)):
             head_axes.setdefault(f"{mod_name}.{tensor_name}", []).append(axis)
     for key, target_tensor in target_state.items():
         if key not in base_state:
@@ -103,9 +103,15 @@ def adapt_head(
 
 
 def _output_axes_from_base(
-    module: nn.Module, mod_name: str, base_state: Dict[str, torch.Tensor], n_base: int
+    module: nn.Module, mod_name: str, base_state: Dict[str, torch.Tensor], n_base: int, n_target: int
 ) -> List[Tuple[str, int]]:
-    """Class axes of a head module, found from the base checkpoint's shapes."""
+    """Class axes of a head module, found from the base checkpoint's shapes.
+
+    An input axis counts as a class axis only when it has the class count in both
+    networks: a head convolution whose input features happen to number as many
+    as the base model's classes (nnU-Net's 4-feature seg layer of a 4-class model)
+    is not fed class scores.
+    """
     axes: List[Tuple[str, int]] = []
     weight = base_state.get(f"{mod_name}.weight")
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and weight is not None:
@@ -113,14 +119,14 @@ def _output_axes_from_base(
             axes.append(("weight", 0))
             if f"{mod_name}.bias" in base_state:
                 axes.append(("bias", 0))
-        if weight.shape[1] == n_base and module.groups == 1:
+        if weight.shape[1] == n_base and module.groups == 1 and module.weight.shape[1] == n_target:
             axes.append(("weight", 1))
     elif isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and weight is not None:
         if weight.shape[1] == n_base:
             axes.append(("weight", 1))
             if f"{mod_name}.bias" in base_state:
                 axes.append(("bias", 0))
-        if weight.shape[0] == n_base:
+        if weight.shape[0] == n_base and module.weight.shape[0] == n_target:
             axes.append(("weight", 0))
     else:
         for tensor_name in ("weight", "bias", "running_mean", "running_var"):
