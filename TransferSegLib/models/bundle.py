@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from TransferSegLib.models.base_model import BaseModel, KeyMap, load_model_dir
 from TransferSegLib.errors import ModelError
+from TransferSegLib.inference.cleanup import cleanup_classes, recorded_decisions
 from TransferSegLib.training.networks import NetworkSpec
 from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.data.steps import IntensityStep, describe
@@ -321,6 +322,16 @@ def _preprocessing(recipe: Recipe) -> List[Dict[str, Any]]:
     return transforms
 
 
+def _cleanup_transforms(info: BaseModel) -> List[Dict[str, Any]]:
+    """The model's per-class largest-component clean-up as MONAI's own transform, so the bundle
+    predicts what ``transferseg predict`` does (face connectivity, removed voxels become background)."""
+    classes = cleanup_classes(info.labels, recorded_decisions(info.card, f"model '{info.name}'"))
+    if not classes:
+        return []
+    return [{"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "applied_labels": classes,
+             "is_onehot": False, "independent": True, "connectivity": 1}]
+
+
 def inference_config(info: BaseModel, overlap: float = 0.5) -> Dict[str, Any]:
     """``configs/inference.json`` for a model: MONAI transforms only, runnable with
     ``python -m monai.bundle run --config_file configs/inference.json --image IMAGE``."""
@@ -342,6 +353,7 @@ def inference_config(info: BaseModel, overlap: float = 0.5) -> Dict[str, Any]:
             {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
              "nearest_interp": False, "to_tensor": True},
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            *_cleanup_transforms(info),
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
              "output_ext": ".nii.gz", "output_dtype": "$numpy.uint8", "resample": False,
              "separate_folder": False, "print_log": False},
@@ -374,6 +386,8 @@ def metadata(info: BaseModel, meta: Dict[str, Any]) -> Dict[str, Any]:
         "version": "0.1.0",
         "changelog": {"0.1.0": f"exported from TransferSeg ({created})"},
         **_versions(),
+        # MONAI's KeepLargestConnectedComponentd (the clean-up) needs scikit-image on the CPU.
+        **({"optional_packages_version": {"scikit-image": "0.19"}} if _cleanup_transforms(info) else {}),
         "required_packages_version": {"nibabel": _nibabel_version()},
         "name": info.name,
         "task": f"{info.modality} segmentation of {', '.join(classes) or 'no classes'}",
