@@ -80,7 +80,9 @@ def add_parser(sub) -> None:
     exp.set_defaults(func=run_export)
 
     nnunet = actions.add_parser("export-nnunet", help="write a model fine-tuned from an nnU-Net base as an nnU-Net v2 "
-                                                      "model folder (runs with nnUNetv2_predict_from_modelfolder)")
+                                                      "model folder (runs with nnUNetv2_predict_from_modelfolder)",
+                                 epilog=_example("transferseg models export-nnunet models/liver Dataset900_Liver/"
+                                                 "nnUNetTrainer__nnUNetPlans__3d_fullres"))
     nnunet.add_argument("model_dir", metavar="MODEL_DIR", help="TransferSeg model folder fine-tuned from an nnU-Net base")
     nnunet.add_argument("out", metavar="OUT_DIR",
                         help="nnU-Net model folder to create (plans.json, dataset.json, fold_all/checkpoint_final.pth)")

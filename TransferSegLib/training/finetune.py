@@ -206,7 +206,8 @@ def run_finetune(
 
 def check_finetune_spec(spec: FinetuneSpec) -> Path:
     """What can be checked before any file is read: strategy, settings, cases, ``--output``. Returns the output."""
-    check_strategy(spec.strategy)
+    if spec.strategy != AUTO:  # 'auto' is resolved against the base model once it is loaded
+        check_strategy(spec.strategy)
     spec.train.check()
     if spec.patch_size is not None:
         check_patch_size(spec.patch_size)
