@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -77,14 +78,15 @@ def test_checkpoints_are_kept_only_when_asked_or_when_the_run_did_not_finish(tmp
     run_finetune(_spec(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["liver"]
     run_finetune(_spec(tmp_path, keep_checkpoints=True))
-    assert sorted(os.listdir(tmp_path / ".liver.work")) == ["checkpoint_best.pt", "checkpoint_last.pt"]
-    (tmp_path / ".liver.work" / "checkpoint_best.pt").unlink()
-    (tmp_path / ".liver.work" / "checkpoint_last.pt").unlink()
+    kept = list(tmp_path.glob(".liver.*.work"))  # each in-process run has a work folder of its own
+    assert len(kept) == 1 and sorted(os.listdir(kept[0])) == ["checkpoint_best.pt", "checkpoint_last.pt"]
+    shutil.rmtree(kept[0])
     from TransferSegLib.errors import TrainingCancelled
 
     with pytest.raises(TrainingCancelled):
         run_finetune(_spec(tmp_path), should_stop=lambda: True)
-    assert (tmp_path / ".liver.work" / "checkpoint_last.pt").is_file()  # for resume
+    kept = list(tmp_path.glob(".liver.*.work"))
+    assert len(kept) == 1 and (kept[0] / "checkpoint_last.pt").is_file()  # for resume
 
 
 def _job(root: Path, name: str, state: str, age_days: float = 0.0) -> Path:

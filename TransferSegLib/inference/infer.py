@@ -20,7 +20,8 @@ from TransferSegLib.errors import ModelError
 from TransferSegLib.inference.cleanup import CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions
 from TransferSegLib.models.model_dir import load_model
 from TransferSegLib.inference import nnunet_window
-from TransferSegLib.paths import check_outputs, remove_quietly, temporary_sibling, write_group_atomically
+from TransferSegLib.paths import (check_outputs, output_error, remove_quietly, temporary_sibling,
+                                  write_group_atomically)
 from TransferSegLib.data.preprocess import PreprocessInfo, preprocess_image
 from TransferSegLib.inference.outputs import check_probabilities_path, normalized_entropy, restored_outputs
 from TransferSegLib.inference.restore_blocks import DEFAULT_BUDGET_BYTES, restore_labels
@@ -290,8 +291,11 @@ def predict_file(
     # Streamed beside its destination, then landed together with the labelmap.
     streamed = temporary_sibling(probabilities_path, "stream") if probabilities_path is not None else None
     try:
-        prediction = predict_image(model, info, channels if len(channels) > 1 else image, device, options,
-                                   uncertainty=uncertainty_path is not None, probabilities_path=streamed)
+        try:
+            prediction = predict_image(model, info, channels if len(channels) > 1 else image, device, options,
+                                       uncertainty=uncertainty_path is not None, probabilities_path=streamed)
+        except OSError as exc:  # only the streamed probabilities touch the disk here
+            raise output_error(probabilities_path or output_path, exc) from None
         names = {i: n for i, n in enumerate(info.labels) if i > 0}
         colors = {i: label_color(n, i) for i, n in names.items()}
         files = [(output_path, image_writer(prepare_labelmap(prediction.labelmap, str(output_path), names, colors)))]

@@ -61,8 +61,12 @@ class _MetaImageStream:
         ]) + "\n"
         self.offset = len(header.encode("ascii"))
         self.file: BinaryIO = open(self.tmp, "wb")
-        self.file.write(header.encode("ascii"))
-        self.file.truncate(self.offset + self.plane * int(grid.size[2]))
+        try:
+            self.file.write(header.encode("ascii"))
+            self.file.truncate(self.offset + self.plane * int(grid.size[2]))
+        except BaseException:  # a full disk at the start leaves nothing behind either
+            self.abort()
+            raise
 
     def write(self, z0: int, slab: torch.Tensor) -> None:
         """``slab``: ``(C, X, Y, n)`` for input slices ``z0 .. z0 + n``."""
@@ -75,7 +79,10 @@ class _MetaImageStream:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()  # flushing what is buffered can fail again on a full disk
+        except OSError:
+            pass
         if self.tmp.exists():
             self.tmp.unlink()
 

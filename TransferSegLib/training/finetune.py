@@ -198,10 +198,16 @@ def run_finetune(
         if work_dir is not None:
             return _run_claimed(spec, reporter, should_stop, Path(work_dir), resume)
         work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".work", dir=str(output.parent)))
+        finished = False
         try:
-            return _run_claimed(spec, reporter, should_stop, work, False)
+            result = _run_claimed(spec, reporter, should_stop, work, False)
+            finished = True
+            return result
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            # A failed or cancelled run keeps its checkpoints (resume with work_dir=...); so does a finished
+            # one with keep_checkpoints. A folder with nothing in it never stays.
+            if (finished and not spec.keep_checkpoints) or not any(work.iterdir()):
+                shutil.rmtree(work, ignore_errors=True)
 
 
 def check_finetune_spec(spec: FinetuneSpec) -> Path:
