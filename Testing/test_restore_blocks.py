@@ -1,7 +1,5 @@
 """The bounded-memory restore gives the whole-volume restore's labels, on exact geometry."""
 
-import math
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -12,18 +10,12 @@ from TransferSegLib.data.recipe import IntensitySpec, Recipe
 from TransferSegLib.inference.outputs import normalized_entropy, restored_outputs
 from TransferSegLib.inference.restore_blocks import label_blocks, restore_labels
 
+# The oblique, permuted and flipped grids the preprocessing tests use.
+from test_preprocess import _PERMUTED_FLIPPED, _rotation  # noqa: E402
+
 NO_INTENSITY = IntensitySpec(kind="none")
 
 
-def _rotation(ax_deg: float, ay_deg: float) -> np.ndarray:
-    ax, ay = math.radians(ax_deg), math.radians(ay_deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-    return rx @ ry
-
-
-# Index axes that run roughly Anterior, Superior and Left: permuted and flipped against RAS.
-_PERMUTED_FLIPPED = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def _oblique_image(size=(40, 34, 18), spacing=(0.8, 1.1, 3.0)) -> sitk.Image:
