@@ -7,14 +7,16 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from TransferSegLib.data.cases import Case
+from TransferSegLib.specs import Case
 from TransferSegLib.errors import CaseError
-from TransferSegLib.training.finetune import FinetuneSpec, build_target_model, run_finetune
-from TransferSegLib.models.base_model import resolve_base_model
+from TransferSegLib.model_card import ModelCard
+from TransferSegLib.specs import FinetuneSpec
+from TransferSegLib.training.finetune import build_target_model, run_finetune
+from TransferSegLib.models.resolve import resolve_base_model
 from TransferSegLib.training.pretrain import (
     MaskedReconstructionConfig, pretrain_masked_reconstruction, pretrain_partial_labels, union_labels,
 )
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import TrainConfig
 
 
 def _case(tmp_path, name, values):
@@ -61,7 +63,8 @@ def test_masked_reconstruction_gives_an_encoder_only_base_model(tmp_path):
     config = MaskedReconstructionConfig(patch_size=(16, 16, 16), iterations=3, device="cpu")
     out = pretrain_masked_reconstruction([a.image], str(tmp_path / "ssl"), config)
     base = resolve_base_model(str(out))
-    assert base.encoder_only and base.labels == []
+    assert base.encoder_only and base.labels == ["background"]
+    assert ModelCard.load(out).classes == []  # the panel's reader accepts it: a card with no trained head
     model, _, info = build_target_model(base, ["background", "organ"], "decoder", 0)
     assert info["transfer"] == "encoder weights"
     pretrained = torch.load(out / "model.pt", weights_only=True)

@@ -20,32 +20,13 @@ stacked voxel by voxel, so an unregistered channel would silently be nonsense.
 """
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
+from TransferSegLib.data.images import read_image
 from TransferSegLib.errors import CaseError
-from TransferSegLib.data.imageio import read_image
-
-
-def parse_image_argument(text: str) -> Tuple[List[str], List[str]]:
-    """``a.nii.gz`` or ``a,b,...`` or ``NAME=a,NAME=b,...`` → (paths, names); names
-    are empty when none are given and must be given for all files or none."""
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    if not items:
-        raise CaseError(f"--image '{text}' names no file.")
-    paths, names = [], []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if sep and name and not Path(item).exists():
-            names.append(name.strip())
-            paths.append(path.strip())
-        else:
-            paths.append(item)
-    if names and len(names) != len(paths):
-        raise CaseError(f"--image '{text}': name every channel (NAME=FILE,...) or none.")
-    return paths, names
 
 
 def _norm(name: str) -> str:

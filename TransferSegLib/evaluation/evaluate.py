@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import SimpleITK as sitk
 
+from TransferSegLib.data.grid import Grid, grid_problems, lattice_permutation, permute_onto
+from TransferSegLib.data.images import read_any
+from TransferSegLib.data.seg_nrrd import Segment, geometry_3d, is_seg_nrrd, read_segmentation
 from TransferSegLib.errors import CaseError
 from TransferSegLib.evaluation.metrics import CaseMetrics, ClassMetrics, class_metrics
 from TransferSegLib.names import normalize_label_name
@@ -20,13 +24,9 @@ from TransferSegLib.names import normalize_label_name
 _METRIC_FIELDS = ("dice", "iou", "hd95", "assd", "rvd", "surface_dice")
 
 
-@dataclass
-class _Segment:
-    """Where one class lives in a labelmap: voxels equal to ``value`` in ``layer``."""
-
-    name: Optional[str]
-    value: int
-    layer: int = 0
+def _value_segment(name: Optional[str], value: int) -> Segment:
+    """A class of a plain labelmap: the voxels equal to ``value``."""
+    return Segment(layer=0, value=int(value), name=str(name or value), color=None)
 
 
 @dataclass
@@ -36,7 +36,7 @@ class _Labelmap:
     path: str
     image: Any  # SimpleITK.Image, kept for its geometry
     array: np.ndarray  # (X, Y, Z) or (X, Y, Z, layers) for overlapping segments
-    segments: List[_Segment]  # named segments; empty for a plain labelmap
+    segments: List[Segment]  # named segments; empty for a plain labelmap
     segmentation_file: bool = False  # the names come from the file itself (.seg.nrrd), not a names file
 
     @property
@@ -51,22 +51,22 @@ class _Labelmap:
     def layers(self) -> int:
         return self.array.shape[-1] if self.layered else 1
 
-    def mask(self, segment: Union[None, _Segment, List[_Segment]]) -> np.ndarray:
+    def mask(self, segment: Union[None, Segment, List[Segment]]) -> np.ndarray:
         """The voxels of one segment, or of several merged into one class."""
         out = np.zeros(self.array.shape[: self.image.GetDimension()], dtype=bool)
-        for part in ([segment] if isinstance(segment, _Segment) else segment or []):
+        for part in ([segment] if isinstance(segment, Segment) else segment or []):
             values = self.array[..., part.layer] if self.layered else self.array
             out |= values == part.value
         return out
 
-    def find(self, name: str) -> Optional[_Segment]:
+    def find(self, name: str) -> Optional[Segment]:
         key = normalize_label_name(name)
         for segment in self.segments:
             if normalize_label_name(segment.name or "") == key:
                 return segment
         return None
 
-    def segment_with_value(self, value: int) -> Optional[_Segment]:
+    def segment_with_value(self, value: int) -> Optional[Segment]:
         for segment in self.segments:
             if segment.value == value and segment.layer == 0:
                 return segment
@@ -82,18 +82,17 @@ def _case_name(path: str) -> str:
 
 
 def _read_labelmap(path: str) -> _Labelmap:
-    """Read a labelmap and, for ``.seg.nrrd``, its segment names, values and layers."""
-    import SimpleITK as sitk
-
+    """Read a labelmap and, for ``.seg.nrrd``, its segments (overlapping ones stay in their own layers)."""
     if not Path(path).exists():
         raise CaseError(f"Labelmap file '{path}' does not exist; check the path.")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise CaseError(f"Cannot read labelmap '{path}': {str(error).strip().splitlines()[-1]}. "
-                        "Save it as NIfTI (.nii.gz) or .seg.nrrd.") from error
+    if is_seg_nrrd(path):
+        stored = read_segmentation(path)
+        # (Z, Y, X) per layer → TransferSeg's (X, Y, Z[, layers]).
+        layers = [layer.transpose(2, 1, 0) for layer in stored.layers]
+        array = layers[0] if len(layers) == 1 else np.stack(layers, axis=-1)
+        return _Labelmap(str(path), geometry_3d(stored.image), np.ascontiguousarray(array), stored.segments,
+                         segmentation_file=bool(stored.segments))
+    image = read_any(path)
     dim = image.GetDimension()
     array = sitk.GetArrayFromImage(image)
     # SimpleITK gives (Z, Y, X[, components]); TransferSeg works in (X, Y, Z[, layers]).
@@ -105,23 +104,7 @@ def _read_labelmap(path: str) -> _Labelmap:
             raise CaseError(f"'{path}' holds fractional values, not a labelmap; "
                             "threshold probabilities into labels before evaluating.")
         array = rounded.astype(np.int32)
-    layered = array.ndim > dim
-
-    segments: List[_Segment] = []
-    keys = set(reader.GetMetaDataKeys())
-    index = 0
-    while f"Segment{index}_Name" in keys or f"Segment{index}_ID" in keys:
-        name = reader.GetMetaData(f"Segment{index}_Name") if f"Segment{index}_Name" in keys \
-            else reader.GetMetaData(f"Segment{index}_ID")
-        value = int(reader.GetMetaData(f"Segment{index}_LabelValue")) if f"Segment{index}_LabelValue" in keys else 1
-        if f"Segment{index}_Layer" in keys:
-            layer = int(reader.GetMetaData(f"Segment{index}_Layer"))
-        else:
-            # Files from before Slicer 4.11 store one binary layer per segment.
-            layer = index if layered else 0
-        segments.append(_Segment(name.strip(), value, layer))
-        index += 1
-    return _Labelmap(str(path), image, array, segments, segmentation_file=bool(segments))
+    return _Labelmap(str(path), image, array, [])
 
 
 def _on_prediction_grid(pred: _Labelmap, ref: _Labelmap, resample: bool, notes: List[str]) -> None:
@@ -131,8 +114,6 @@ def _on_prediction_grid(pred: _Labelmap, ref: _Labelmap, resample: bool, notes: 
     series) are re-indexed exactly; another grid is resampled (nearest neighbour)
     only with ``resample``. Each change is said in ``notes``.
     """
-    from TransferSegLib.data.grid import Grid, grid_problems, lattice_permutation, permute_onto
-
     a, b = Grid.of(pred.image), Grid.of(ref.image)
     problems = grid_problems(a, b)
     if not problems:
@@ -158,8 +139,6 @@ def _on_prediction_grid(pred: _Labelmap, ref: _Labelmap, resample: bool, notes: 
 
 def _resampled(ref: _Labelmap, target: Any) -> np.ndarray:
     """Each layer of the reference resampled onto ``target`` (nearest neighbour, 0 outside it)."""
-    import SimpleITK as sitk
-
     layers = [ref.array[..., k] for k in range(ref.layers)] if ref.layered else [ref.array]
     out = []
     for layer in layers:
@@ -171,12 +150,10 @@ def _resampled(ref: _Labelmap, target: Any) -> np.ndarray:
 
 
 def _geometry_of(image: Any) -> Any:
-    import SimpleITK as sitk
-
     return sitk.VectorIndexSelectionCast(image, 0) if image.GetNumberOfComponentsPerPixel() > 1 else image
 
 
-def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Optional[List[_Segment]]:
+def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Optional[List[Segment]]:
     """The segments of ``f`` making up the selected class ``item`` (None: the file has none of them).
 
     A .seg.nrrd is matched by the class name first (its values are its own); values
@@ -187,11 +164,11 @@ def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Op
         if found is not None:
             return [found]
     if item.sources:
-        parts: List[Optional[_Segment]] = []
+        parts: List[Optional[Segment]] = []
         for source in item.sources:
             if isinstance(source, int):
                 parts.append(f.segment_with_value(source) if f.segmentation_file
-                             else _Segment(item.name, source))
+                             else _value_segment(item.name, source))
             else:
                 parts.append(f.find(source) if f.named else None)
         kept = [p for p in parts if p is not None]
@@ -200,7 +177,7 @@ def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Op
         found = f.find(item.name)
         return [found] if found is not None else None
     if positional:
-        return [_Segment(item.name, position)]
+        return [_value_segment(item.name, position)]
     raise CaseError(f"'{f.path}' carries no label names, so '{item.name}' cannot be found by name: give its value "
                     f"('{item.name}=5'), or a names file with --label-names.")
 
@@ -226,7 +203,7 @@ def _pairs_for_labels(pred: _Labelmap, ref: _Labelmap, selection: Any) -> List[T
     return pairs
 
 
-def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[_Segment], Optional[_Segment]]]:
+def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[Segment], Optional[Segment]]]:
     if pred.named and ref.named:
         # The reference says which classes were annotated; extra predicted organs are not scored.
         pairs = [(s.name or str(s.value), pred.find(s.name or ""), s) for s in ref.segments]
@@ -247,8 +224,8 @@ def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[
         classes = [(f"label_{v}", v) for v in sorted(set(pred.values_present()) | set(ref.values_present()))]
     pairs = []
     for name, value in classes:
-        pred_segment = pred.segment_with_value(value) if pred.named else _Segment(name, value)
-        ref_segment = ref.segment_with_value(value) if ref.named else _Segment(name, value)
+        pred_segment = pred.segment_with_value(value) if pred.named else _value_segment(name, value)
+        ref_segment = ref.segment_with_value(value) if ref.named else _value_segment(name, value)
         pairs.append((name, pred_segment, ref_segment))
     return pairs
 
@@ -276,7 +253,7 @@ def evaluate_files(prediction: str, reference: str, labels: Any = None, toleranc
 
         table = sorted(read_label_table(names_file).names.items())
         for plain in (f for f in (pred, ref) if not f.named):
-            plain.segments = [_Segment(n, v) for v, n in table]
+            plain.segments = [_value_segment(n, v) for v, n in table]
     _on_prediction_grid(pred, ref, resample, notes if notes is not None else [])
     selection = parse_labels(labels) if labels else None
     pairs = _pairs_for_labels(pred, ref, selection) if selection else _default_pairs(pred, ref)

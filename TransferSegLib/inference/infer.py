@@ -14,12 +14,14 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from TransferSegLib.models.base_model import BaseModel
-from TransferSegLib.errors import ModelError
-from TransferSegLib.inference.cleanup import CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions
-from TransferSegLib.models.model_dir import load_model
 from TransferSegLib.data.preprocess import preprocess_image, restore_probabilities
-from TransferSegLib.training.train import resolve_device
+from TransferSegLib.errors import ModelError
+from TransferSegLib.inference.cleanup import (
+    CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions,
+)
+from TransferSegLib.models.base_model import BaseModel
+from TransferSegLib.models.model_dir import load_model
+from TransferSegLib.training.loop import resolve_device
 
 
 @dataclass
@@ -156,8 +158,9 @@ def predict_file(
 
     ``image_path`` may name several channel files (``data.channels``: ``a,b`` or
     ``T1c=a,T1=b``, or a 4D file); they are put in the model's channel order."""
-    from TransferSegLib.data.channels import order_channels, parse_image_argument, read_channels
-    from TransferSegLib.data.imageio import write_labelmap
+    from TransferSegLib.data.channels import order_channels, read_channels
+    from TransferSegLib.specs import parse_image_argument
+    from TransferSegLib.data.labelmaps import write_labelmap
     from TransferSegLib.names import label_color
 
     output_path = Path(output_path)

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from TransferSegLib.errors import JobError, TransferSegError
+from TransferSegLib.jobs.admission import check_device_free, record_refusal, with_absolute_paths
 from TransferSegLib.jobs.events import EventReader, EventWriter, read_events
 from TransferSegLib.jobs.follow import follow_job
 from TransferSegLib.jobs.launch import launch_worker, read_launch_record, worker_command
 from TransferSegLib.jobs.layout import CANCEL, EVENTS, SPEC, jobs_root, new_job_directory, now_iso
-from TransferSegLib.jobs.lock import DeviceBusy, device_label, lock_holder
 from TransferSegLib.jobs.processes import kill_tree, pid_alive, send_terminate
 from TransferSegLib.jobs.spec import JobSpec
 from TransferSegLib.jobs.state import JobState, read_state, this_host, write_state
@@ -68,9 +68,9 @@ class Job:
             except JobError as exc:
                 directory.mkdir(parents=True, exist_ok=True)
                 (directory / SPEC).write_text(json.dumps(spec, indent=2, default=str) + "\n", encoding="utf-8")
-                _record_refusal(directory, exc)
+                record_refusal(directory, exc)
                 raise
-        spec = _with_absolute_paths(copy.deepcopy(spec))
+        spec = with_absolute_paths(copy.deepcopy(spec))
         check_device_free(spec.device)
         directory.mkdir(parents=True, exist_ok=True)
         spec.save(directory / SPEC)
@@ -78,7 +78,7 @@ class Job:
         try:
             spec.check_inputs()
         except TransferSegError as exc:
-            _record_refusal(directory, exc)
+            record_refusal(directory, exc)
             raise
         job = cls(directory)
         job._spec = spec
@@ -126,7 +126,7 @@ class Job:
             self.process = launch_worker(self.directory, command, env)
         except OSError as exc:
             error = JobError(f"Cannot start the worker '{command[0]}': {exc}.")
-            _record_refusal(self.directory, error,
+            record_refusal(self.directory, error,
                             hint="Check the Python interpreter (in Slicer: PythonSlicer next to the Slicer executable).")
             raise error from exc
 
@@ -334,45 +334,6 @@ def _cancel_age_s(directory: Path) -> Optional[float]:
         return time.time() - (directory / CANCEL).stat().st_mtime
     except OSError:
         return None
-
-
-def _record_refusal(directory: Path, exc: BaseException, hint: Optional[str] = None) -> None:
-    """A job that cannot start still leaves its reason in events.jsonl and state.json."""
-    from TransferSegLib.jobs.worker import describe_failure
-
-    failure = describe_failure(exc)
-    if hint:
-        failure["hint"] = hint
-    failure.pop("traceback", None)
-    EventWriter(directory / EVENTS).event("error", **failure)
-    write_state(directory, JobState(state="failed", message=failure["message"], error_type=failure["type"],
-                                    hint=failure["hint"], exit_code=getattr(exc, "exit_code", 2)))
-
-
-def _with_absolute_paths(spec: JobSpec) -> JobSpec:
-    """Paths as the worker will see them: absolute, since it may not share the caller's folder."""
-    def absolute(value: Optional[str]) -> Optional[str]:
-        return str(Path(value).expanduser().absolute()) if value else value
-
-    for case in spec.cases + spec.val_cases:
-        for key in ("image", "label", "region"):
-            case[key] = absolute(case.get(key))
-    if spec.output:
-        spec.output = str(absolute(spec.output))
-    base = Path(spec.base).expanduser()
-    if base.exists():
-        spec.base = str(base.absolute())
-    return spec
-
-
-def check_device_free(device: Optional[str]) -> None:
-    """Refuse at once when another job of this host trains on ``device`` (the worker checks again)."""
-    holder = lock_holder(device or "auto")
-    if holder is not None:
-        raise DeviceBusy(
-            f"The device '{device_label(holder.device)}' is busy: {holder.describe()} is training on it. "
-            f"Wait for it, cancel it ('transferseg job cancel {holder.job}'), or choose another device (--device)."
-        )
 
 
 # --- functions the command line and the Slicer Logic call -------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from TransferSegLib.errors import CaseError, DownloadError, JobError, ModelError, TrainingCancelled, TransferSegError
+from TransferSegLib.jobs.diagnostics import describe_failure, is_out_of_memory
 from TransferSegLib.jobs.events import EventWriter
 from TransferSegLib.jobs.layout import CANCEL, CHECKPOINTS, EVENTS, SPEC, now_iso
 from TransferSegLib.jobs.lock import DeviceBusy, DeviceLock
@@ -108,52 +109,7 @@ def peak_gpu_memory_gb(device: Optional[str]) -> Optional[float]:
     return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 2)
 
 
-# --- errors ---------------------------------------------------------------------------------------
-
 #: Hints added to an error's own message, only where they apply: most messages already say what to do.
-HINTS = (
-    (DownloadError, lambda exc: True, "Check the network connection, or place the weights file by hand and use --offline."),
-    (JobError, lambda exc: "spec.json" in str(exc),
-     "Correct spec.json in the job folder, or start the job again from the command line or the Slicer panel."),
-)
-
-
-def describe_failure(exc: BaseException) -> Dict[str, Any]:
-    """The ``error`` event for an exception: type, message a user can act on, hint, and a traceback tail for bugs."""
-    if is_out_of_memory(exc):
-        return {
-            "type": "OutOfMemory",
-            "message": f"Out of memory even with the smallest batch and patch TransferSeg tries: {_first_line(exc)}",
-            "hint": "Close other programs using the GPU, lower --patch-size, or train on the CPU (--device cpu).",
-        }
-    if isinstance(exc, TransferSegError):
-        hint = next((h for cls, applies, h in HINTS if isinstance(exc, cls) and applies(exc)), "")
-        return {"type": type(exc).__name__, "message": str(exc), "hint": hint}
-    tail = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    lines = "".join(tail).rstrip().splitlines()[-15:]
-    if isinstance(exc, ImportError):
-        hint = (f"A package is missing or broken in the Python that runs the worker ({sys.executable}): "
-                f"install TransferSeg's requirements there (in Slicer, the module offers to install them).")
-    else:
-        hint = "This is unexpected: worker.log in the job folder shows where it happened; please report it with that log."
-    return {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {_first_line(exc)}", "hint": hint,
-            "traceback": lines}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    torch = sys.modules.get("torch")
-    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 # --- out-of-memory retries ---------------------------------------------------------------------
 
 def smaller_settings(batch_size: int, patch: Tuple[int, ...], multiple: int = 8) -> Optional[Tuple[int, Tuple[int, ...]]]:
@@ -283,7 +239,7 @@ class Worker:
             spec = JobSpec.load(self.job_dir / SPEC)
             spec.check_inputs()
             finetune_spec = spec.to_finetune_spec() if spec.task == "finetune" else None  # imports torch
-            from TransferSegLib.training.train import resolve_device
+            from TransferSegLib.training.loop import resolve_device
 
             device = resolve_device(spec.device)
             if self.distributed is not None:
@@ -333,7 +289,7 @@ class Worker:
                 finetune_spec, work_dir, self.reporter, self.stop)
 
         def remember(batch: int, patch: Tuple[int, ...]) -> None:
-            spec.train["batch_size"], spec.patch_size = batch, list(patch)
+            spec.train.batch_size, spec.patch_size = batch, list(patch)
             spec.save(self.job_dir / SPEC)  # a later resume uses the settings that fit
 
         def run(fspec: Any, resume_now: bool) -> Any:
@@ -348,10 +304,10 @@ class Worker:
         stops the current run (no result kept) and ``job resume`` redoes only what
         is not done.
         """
-        from TransferSegLib.commands.experiment import build_spec, options_from_spec
-        from TransferSegLib.evaluation.experiment import run_experiment
+        from TransferSegLib.evaluation.experiment import run_experiment  # torch: after the stop handler is set
 
-        experiment = build_spec(options_from_spec(spec.experiment or {}))
+        experiment = spec.experiment
+        assert experiment is not None  # JobSpec refuses an experiment job without one
 
         def on_run(result: Any, skipped: bool) -> None:
             self.writer.event("run", fold=result.fold, strategy=result.strategy, size=result.size,

@@ -5,43 +5,38 @@ sibling folder and only swapped in once complete, so a crash or a cancel never
 leaves a half-written model where a good one was.
 """
 
-import datetime
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 from torch import nn
 
-from TransferSegLib import __version__
-from TransferSegLib.models.base_model import BaseModel, load_model_dir
 from TransferSegLib.errors import ModelError
+from TransferSegLib.model_card import CARD_FILE, ModelCard
+from TransferSegLib.models.base_model import DEFAULT_NAME, SCRATCH_NAMES, BaseModel, load_model_dir
+from TransferSegLib.models.catalog import find_model
+from TransferSegLib.models.checkpoints import load_state_dict
+from TransferSegLib.models.resolve import resolve_base_model
 from TransferSegLib.training.networks import build_network
 
-MODEL_FORMAT = "transferseg-model"
-MODEL_VERSION = 1
 
-
-def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Path:
+def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], card: ModelCard) -> Path:
     """Write a model folder at ``output``, replacing an existing one only when complete."""
     output = Path(output).expanduser().resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    if output.exists() and not (output / "model.json").is_file() and any(output.iterdir()):
+    if output.exists() and not (output / CARD_FILE).is_file() and any(output.iterdir()):
         raise ModelError(
             f"'{output}' exists and is not a TransferSeg model folder: refusing to replace it. "
             f"Choose another --output."
         )
-    record = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "transferseg": __version__}
-    record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record.update(meta)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=str(output.parent)))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is meant to be shared
     try:
         torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp / "model.pt")
-        (tmp / "model.json").write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        card.save(tmp)
         backup = None
         if output.exists():
             backup = output.with_name(f".{output.name}.previous")
@@ -64,8 +59,6 @@ def base_weights(base: BaseModel) -> Dict[str, torch.Tensor]:
                          f"('transferseg models download {base.name}').")
     if base.source in ("model-dir", "shipped"):
         return torch.load(base.weights, map_location="cpu", weights_only=True)
-    from TransferSegLib.models.checkpoints import load_state_dict
-
     state, _report = load_state_dict(Path(base.weights), base.key_map, build_network(base.network))
     return state
 
@@ -81,12 +74,9 @@ def load_model(model: Union[str, Path], device: str = "cpu") -> Tuple[nn.Module,
         info = load_model_dir(path)
         state = torch.load(info.weights, map_location="cpu", weights_only=True)
     else:
-        from TransferSegLib.models.base_model import DEFAULT_NAME, SCRATCH_NAMES, resolve_base_model
 
         key = str(model).strip()
         if key.lower() not in SCRATCH_NAMES + (DEFAULT_NAME,) and not path.exists():
-            from TransferSegLib.models.catalog import find_model
-
             entry = find_model(key)  # before any download: a backbone cannot predict
             if entry.encoder_only or len(entry.labels) < 2:
                 raise ModelError(f"The base model '{entry.name}' has no segmentation head (an encoder or backbone): "
