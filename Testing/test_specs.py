@@ -17,7 +17,7 @@ import pytest
 from TransferSegLib.errors import ConfigError, JobError, ModelError
 from TransferSegLib.jobs.spec import JobSpec
 from TransferSegLib.model_card import ModelCard
-from TransferSegLib.specs import STRATEGIES, Case, NetworkSpec, TrainConfig, check_strategy
+from TransferSegLib.specs import DEFAULT_STRATEGY, STRATEGIES, Case, NetworkSpec, TrainConfig, check_strategy
 from TransferSegLib.evaluation.experiment_spec import ExperimentSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +79,10 @@ def test_specs_cards_paths_and_the_catalog_listing_work_without_torch_or_simplei
 def test_one_list_of_strategies_and_one_error_for_an_unknown_one():
     assert STRATEGIES == ("scratch", "full", "decoder", "last-layers", "staged")
     assert check_strategy("Last_Layers") == "last-layers"
-    with pytest.raises(ConfigError, match="Choose one of: scratch, full"):
+    with pytest.raises(ConfigError, match="Choose one of: auto, scratch, full"):
         check_strategy("everything")
+    with pytest.raises(ConfigError, match="Choose one of: scratch, full"):
+        check_strategy("auto", allow_auto=False)  # a run trains with a concrete strategy
     with pytest.raises(JobError, match="Unknown strategy 'everything'"):
         JobSpec(strategy="everything")
 
@@ -95,6 +97,8 @@ def test_the_command_line_reads_its_defaults_from_train_config():
         defaults.batch_size, defaults.learning_rate, defaults.val_every, defaults.patience)
     experiment = parser.parse_args(["experiment", "--labels", "liver", "--output", "x"])
     assert experiment.strategies == ",".join(STRATEGIES)
+    assert args.strategy == DEFAULT_STRATEGY and experiment.time_budget == ExperimentSpec(
+        name="x", pool=[], labels=[], output="").train.time_budget
 
 
 def _card_dict(**changes):
