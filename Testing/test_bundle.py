@@ -12,13 +12,17 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from TransferSegLib.models.bundle import export_bundle, import_bundle
-from TransferSegLib.models.catalog import add_user_model, resolve_catalog_model
+from TransferSegLib.models.bundle import import_bundle
+from TransferSegLib.models.bundle_export import export_bundle
+from TransferSegLib.models.register import add_user_model
+from TransferSegLib.models.resolve import resolve_catalog_model
 from TransferSegLib.models.checkpoints import load_state_dict
 from TransferSegLib.errors import DownloadError, ModelError
 from TransferSegLib.inference.infer import predict_file
+from TransferSegLib.model_card import ModelCard
 from TransferSegLib.models.model_dir import save_model_dir
-from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network, default_network_spec
 from TransferSegLib.data.recipe import IntensitySpec, Recipe
 
 LABELS = ["background", "liver", "spleen"]
@@ -30,10 +34,9 @@ def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     spec = default_network_spec(1, 3)
     recipe = Recipe(orientation="RAS", spacing=(3.0, 3.0, 3.0), intensity=IntensitySpec("window", -175.0, 250.0))
-    meta = {"name": "tiny-liver", "network": spec.to_dict(), "labels": LABELS, "recipe": recipe.to_dict(),
-            "patch_size": [32, 32, 32], "base_model": "none", "strategy": "scratch", "modality": "CT",
-            "metrics": {"mean_dice": 0.5}}
-    return save_model_dir(tmp_path_factory.mktemp("model") / "tiny", build_network(spec).state_dict(), meta)
+    card = ModelCard(name="tiny-liver", network=spec, labels=LABELS, recipe=recipe, patch_size=(32, 32, 32),
+                     base_model="none", strategy="scratch", modality="CT", metrics={"mean_dice": 0.5})
+    return save_model_dir(tmp_path_factory.mktemp("model") / "tiny", build_network(spec).state_dict(), card)
 
 
 def _ct(path: Path, spacing, direction=(-1, 0, 0, 0, 1, 0, 0, 0, -1)) -> Path:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TransferSegLib.data.cases import Case, cases_from_pairs, load_case
+from TransferSegLib.specs import Case
+from TransferSegLib.data.cases import cases_from_pairs, load_case
 from TransferSegLib.data.manifest import cases_from_manifest
 from TransferSegLib.errors import CaseError
-from TransferSegLib.data.imageio import write_labelmap
+from TransferSegLib.data.labelmaps import write_labelmap
 
 SAMPLES = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 SLICERIO = SAMPLES / "SlicerIO"

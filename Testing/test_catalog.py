@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from TransferSegLib.models import catalog
-from TransferSegLib.models.catalog import CatalogEntry, add_user_model, list_models, read_catalog, resolve_catalog_model
+from TransferSegLib.models import catalog, register, resolve
+from TransferSegLib.models.packages import installed_package_file
+from TransferSegLib.models.catalog import CatalogEntry, list_models, read_catalog
+from TransferSegLib.models.register import add_user_model
+from TransferSegLib.models.resolve import resolve_catalog_model
 from TransferSegLib.models.checkpoints import load_state_dict
 from TransferSegLib.cli import main as cli_main
 from TransferSegLib.errors import DownloadError, ModelError
@@ -192,12 +195,12 @@ def test_a_copy_of_the_published_file_is_verified_and_used_instead_of_downloadin
     other = tmp_path / "another-file.pt"
     torch.save({"weight": torch.zeros(3)}, other)
     with pytest.raises(DownloadError, match="another-file.pt"):
-        catalog.download_model("tiny", local_file=other)
+        resolve.download_model("tiny", local_file=other)
     assert cached.read_bytes() == copy.read_bytes()  # the verified copy is untouched
 
 
 def test_a_2d_network_is_inflated_into_a_registered_3d_base_model(tmp_path, monkeypatch, capsys):
-    from TransferSegLib.training.networks import NetworkSpec
+    from TransferSegLib.specs import NetworkSpec
 
     args = dict(in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
     net_2d = build_network(NetworkSpec("BasicUNet", dict(args, spatial_dims=2)))
@@ -227,11 +230,11 @@ def test_a_2d_network_is_inflated_into_a_registered_3d_base_model(tmp_path, monk
     spec["network"] = NetworkSpec("BasicUNet", dict(args, spatial_dims=2)).to_dict()
     (tmp_path / "spec2d.json").write_text(json.dumps(spec), encoding="utf-8")
     with pytest.raises(ModelError, match="spatial_dims 3"):
-        catalog.add_inflated_model(tmp_path / "slices.pt", tmp_path / "spec2d.json", "flat")
+        register.add_inflated_model(tmp_path / "slices.pt", tmp_path / "spec2d.json", "flat")
 
 
 def test_installed_package_model_is_listed_and_loads_its_network_file(tmp_path):
-    if catalog.installed_package_file("deepbet", "data/models/model.pt") is None:
+    if installed_package_file("deepbet", "data/models/model.pt") is None:
         pytest.skip("deepbet 1.0.2 is not installed (pip install deepbet==1.0.2 --no-deps)")
     assert "deepbet_brain_mr" in [e.name for e in list_models(tmp_path)]
     base = resolve_catalog_model("deepbet_brain_mr", cache_root=tmp_path)

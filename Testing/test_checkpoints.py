@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from TransferSegLib.models.base_model import KeyMap
-from TransferSegLib.models.catalog import installed_package_file, read_catalog, shipped_catalog_path
+from TransferSegLib.specs import KeyMap
+from TransferSegLib.models.packages import installed_package_file
+from TransferSegLib.models.catalog import read_catalog, shipped_catalog_path
 from TransferSegLib.models.checkpoints import TorchScriptNetwork, is_torchscript, load_state_dict, read_checkpoint
 from TransferSegLib.errors import ModelError
-from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, network_parts
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network, default_network_spec, network_parts
 
 
 def _net(out_channels=3, filters=(8, 16, 32, 64)):

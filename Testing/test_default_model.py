@@ -5,14 +5,16 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from TransferSegLib.models.base_model import default_model_dir, resolve_base_model
+from TransferSegLib.models.base_model import default_model_dir
+from TransferSegLib.models.resolve import resolve_base_model
 from TransferSegLib.data.cases import load_case
-from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
+from TransferSegLib.specs import FinetuneSpec
+from TransferSegLib.training.finetune import run_finetune
 from TransferSegLib.inference.infer import InferenceOptions, predict_image
 from TransferSegLib.models.model_dir import load_model
 from TransferSegLib.names import normalize_label_name
 from TransferSegLib.data.sample_data import DEFAULT_PRETRAINING_LABELS, sample_cases
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import TrainConfig
 
 
 def test_the_default_model_ships_with_its_card_and_withholds_the_liver():

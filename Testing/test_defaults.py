@@ -16,7 +16,7 @@ from TransferSegLib.evaluation.evaluate import evaluate_files
 from TransferSegLib.models.base_model import default_model_dir
 from TransferSegLib.training.choices import FALLBACK_STRATEGY
 from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import TrainConfig
 
 TINY = dict(iterations=1, time_budget=None, val_every=1000, patience=0, device="cpu")
 PATCH = (32, 32, 16)

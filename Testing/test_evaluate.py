@@ -172,7 +172,7 @@ TS = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "TotalSe
 @pytest.fixture(scope="module")
 def dicom_prediction(tmp_path_factory):
     """TotalSegmentator's DICOM reference written on the DICOM series' own grid (what 'predict' writes)."""
-    from TransferSegLib.data.imageio import read_image
+    from TransferSegLib.data.images import read_image
 
     series = read_image(str(TS / "example_ct_dicom"))
     reference = sitk.ReadImage(str(TS / "example_seg_dicom.nii.gz"))

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from TransferSegLib.data.cases import Case
-from TransferSegLib.evaluation.experiment import ExperimentSpec, run_experiment, subsets
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import Case
+from TransferSegLib.evaluation.experiment_spec import ExperimentSpec
+from TransferSegLib.evaluation.experiment import run_experiment, subsets
+from TransferSegLib.specs import TrainConfig
 
 
 def _case(tmp_path, i):

@@ -9,9 +9,10 @@ import SimpleITK as sitk
 
 from TransferSegLib.cli import main
 from TransferSegLib.errors import CaseError, ModelError
-from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
+from TransferSegLib.specs import FinetuneSpec
+from TransferSegLib.training.finetune import run_finetune
 from TransferSegLib.data.sample_data import sample_cases
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import TrainConfig
 
 
 def _tiny(**kw):
@@ -170,7 +171,7 @@ def test_a_target_the_base_model_cannot_map_needs_labels(tmp_path):
     from TransferSegLib.models.base_model import BaseModel
     from TransferSegLib.training.networks import default_network_spec
     from TransferSegLib.data.recipe import Recipe
-    from TransferSegLib.data.cases import Case
+    from TransferSegLib.specs import Case
 
     base = BaseModel("b", default_network_spec(1, 2), ["background", "spleen"], Recipe(), (32, 32, 32))
     with pytest.raises(CaseError, match="liver"):

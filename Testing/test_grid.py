@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from TransferSegLib.data.grid import Grid, grid_problems, lattice_permutation, permute_onto
-from TransferSegLib.data.imageio import read_image
+from TransferSegLib.data.images import read_image
 
 TS = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "TotalSegmentator"
 

@@ -11,10 +11,10 @@ import pytest
 import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError, OutputError
-from TransferSegLib.data.imageio import (
-    align_to_image, check_same_grid, read_image, read_labelmap, read_segment_names,
-    write_labelmap,
-)
+from TransferSegLib.data.grid import align_to_image, check_same_grid
+from TransferSegLib.data.images import read_image
+from TransferSegLib.data.labelmaps import read_labelmap, write_labelmap
+from TransferSegLib.data.seg_nrrd import read_segment_names
 from TransferSegLib.names import label_color
 
 SAMPLES = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"

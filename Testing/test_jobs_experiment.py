@@ -10,7 +10,7 @@ import pytest
 
 from jobs_fixtures import stop_jobs, wait_for_event, write_tiny_cases
 from TransferSegLib.cli import main as cli_main
-from TransferSegLib.errors import JobError
+from TransferSegLib.errors import CaseError, JobError
 from TransferSegLib.jobs.api import Job, resume_job
 from TransferSegLib.jobs.spec import JobSpec
 
@@ -45,6 +45,7 @@ def test_an_experiment_job_reports_each_run_and_writes_the_report(tmp_path, jobs
     assert (tmp_path / "exp" / "report.md").is_file()
     stored = json.loads((tmp_path / "job" / "spec.json").read_text())
     assert stored["task"] == "experiment" and "job_dir" not in stored["experiment"]
+    assert stored["experiment"]["sizes"] == [1, 2] and len(stored["experiment"]["pool"]) == 2  # resolved, typed
 
 
 def test_a_cancelled_experiment_job_resumes_with_the_runs_already_done(tmp_path, jobs):
@@ -64,12 +65,12 @@ def test_a_cancelled_experiment_job_resumes_with_the_runs_already_done(tmp_path,
     assert len(skipped) == len(done) and len(list((tmp_path / "exp" / "runs").glob("*/result.json"))) == 3
 
 
-def test_an_experiment_spec_with_an_unknown_option_or_a_missing_file_is_refused(tmp_path):
-    with pytest.raises(JobError, match="unknown option 'repetitions'"):
-        JobSpec(task="experiment", experiment={"labels": "blob", "output": str(tmp_path), "repetitions": 3}).check_inputs()
-    with pytest.raises(Exception, match="nowhere.nii.gz"):
-        JobSpec(task="experiment", experiment={"labels": "blob", "output": str(tmp_path),
-                                               "test_image": [str(tmp_path / "nowhere.nii.gz")],
-                                               "test_label": [str(tmp_path / "nowhere.nii.gz")]}).check_inputs()
+def test_an_experiment_spec_with_an_unknown_field_or_a_missing_file_is_refused(tmp_path):
+    pool = [{"image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "a_seg.nii.gz")}]
+    experiment = {"name": "x", "pool": pool, "labels": ["blob"], "output": str(tmp_path), "leave_one_out": True}
+    with pytest.raises(JobError, match="Unknown experiment field 'repetitions'"):
+        JobSpec(task="experiment", experiment=dict(experiment, repetitions=3))
+    with pytest.raises(CaseError, match="a.nii.gz"):
+        JobSpec(task="experiment", experiment=experiment).check_inputs()
     with pytest.raises(JobError, match="needs 'experiment'"):
         JobSpec(task="experiment")

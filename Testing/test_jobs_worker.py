@@ -8,7 +8,8 @@ import torch
 
 from TransferSegLib.errors import CaseError, JobError, TransferSegError
 from TransferSegLib.jobs.lock import DeviceBusy
-from TransferSegLib.jobs.worker import (JobReporter, StopRequest, describe_failure, is_out_of_memory,
+from TransferSegLib.jobs.failures import describe_failure, is_out_of_memory
+from TransferSegLib.jobs.worker import (JobReporter, StopRequest,
                                         run_with_memory_retries, smaller_settings)
 
 

@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from TransferSegLib.models.base_model import KeyMap
+from TransferSegLib.specs import KeyMap
 from TransferSegLib.models.checkpoints import load_state_dict
 from TransferSegLib.training.medicalnet import MedicalNetUNet
-from TransferSegLib.training.networks import NetworkSpec, build_network, network_parts
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network, network_parts
 
 LAYERS = {10: ("basic", [1, 1, 1, 1]), 18: ("basic", [2, 2, 2, 2]), 50: ("bottleneck", [3, 4, 6, 3])}
 PLANES = [64, 128, 256, 512]

@@ -4,7 +4,6 @@ Workers run as real subprocesses of this Python (the Logic takes the interpreter
 as a parameter, as Slicer's ``PythonSlicer`` is injected in the application).
 """
 
-import json
 import subprocess
 import sys
 import time
@@ -17,12 +16,15 @@ from slicer_fixture import mrml_scene  # noqa: F401  (pytest fixture)
 
 import slicer  # noqa: E402
 
+from TransferSegLib.data.recipe import Recipe  # noqa: E402
 from TransferSegLib.errors import CaseError, TransferSegError  # noqa: E402
+from TransferSegLib.model_card import ModelCard  # noqa: E402
 from TransferSegLib.scene import SceneCase, find_segment_id, segment_mask, segment_names  # noqa: E402
 from TransferSegLib.scene.logic import TransferSegLogic  # noqa: E402
 from TransferSegLib.scene.plot import TrainingPlot  # noqa: E402
 from TransferSegLib.scene.runs import TrainingRun, describe_error  # noqa: E402
 from TransferSegLib.scene.process import CommandProcess  # noqa: E402
+from TransferSegLib.specs import NetworkSpec  # noqa: E402
 
 MODULE = Path(__file__).resolve().parent.parent / "TransferSeg" / "TransferSeg.py"
 
@@ -55,11 +57,14 @@ def test_model_list_offers_default_earlier_fine_tunes_and_scratch_without_torch(
     monkeypatch.setitem(sys.modules, "torch", None)  # the list must show before dependencies exist
     mine = tmp_path / "home" / "models" / "liver-round-1"
     mine.mkdir(parents=True)
-    (mine / "model.json").write_text(json.dumps({"format": "transferseg-model", "name": "liver round 1",
-                                                  "labels": ["background", "liver"], "modality": "CT"}))
+    ModelCard(name="liver round 1", network=NetworkSpec("monai.networks.nets.DynUNet", {"out_channels": 2}),
+              labels=["background", "liver"], recipe=Recipe(), patch_size=(64, 64, 32), modality="CT").save(mine)
     rows = logic.base_models()
     names = [r.name for r in rows]
     assert names[0] == "default" and rows[0].source == "shipped" and rows[0].cached
+    catalog_rows = [r for r in rows if r.source == "catalog"]
+    assert "spleen_ct_segmentation" in [r.name for r in catalog_rows] and len(catalog_rows) >= 5
+    assert next(r for r in catalog_rows if r.name == "spleen_ct_segmentation").classes == ["spleen"]
     assert "spleen" in rows[0].classes and "background" not in rows[0].classes
     mine_row = rows[names.index(str(mine))]
     assert mine_row.title == "liver round 1" and mine_row.classes == ["liver"]
@@ -67,14 +72,16 @@ def test_model_list_offers_default_earlier_fine_tunes_and_scratch_without_torch(
 
 
 def test_catalog_models_show_license_and_download_state_and_a_broken_catalog_hides_only_itself(logic, monkeypatch):
-    from types import SimpleNamespace
-
-    from TransferSegLib.models import catalog
+    from TransferSegLib.data.recipe import Recipe
     from TransferSegLib.errors import ModelError
+    from TransferSegLib.models import catalog
+    from TransferSegLib.specs import NetworkSpec
 
-    entry = SimpleNamespace(name="organs-nc", title="Organs (research only)", modality="CT", license="CC-BY-NC-4.0",
-                            labels=["background", "liver", "spleen"], non_commercial=True, source="catalog",
-                            cached=lambda cache_root=None: False)
+    entry = catalog.CatalogEntry(
+        name="organs-nc", network=NetworkSpec("monai.networks.nets.BasicUNet", {"spatial_dims": 3, "out_channels": 3}),
+        labels=["background", "liver", "spleen"], recipe=Recipe(), patch_size=(64, 64, 32),
+        title="Organs (research only)", modality="CT", license="CC-BY-NC-4.0", non_commercial=True,
+        url="http://127.0.0.1:9/organs-nc.pt", sha256="sha256:" + "0" * 64)  # never downloaded here
     monkeypatch.setattr(catalog, "list_models", lambda *a, **k: [entry])
     row = next(r for r in logic.base_models() if r.name == "organs-nc")
     assert not row.cached and row.non_commercial and row.classes == ["liver", "spleen"]
@@ -162,7 +169,8 @@ def test_failed_prediction_shows_the_command_lines_own_message(logic, tmp_path):
     volume, _ = logic.load_sample_case(["liver"])
     model = tmp_path / "broken-model"
     model.mkdir()
-    (model / "model.json").write_text(json.dumps({"format": "transferseg-model", "labels": ["background", "liver"]}))
+    ModelCard(name="broken", network=NetworkSpec("monai.networks.nets.DynUNet", {"out_channels": 2}),
+              labels=["background", "liver"], recipe=Recipe(), patch_size=(64, 64, 32)).save(model)  # no model.pt
     before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     with pytest.raises(TransferSegError, match="model.pt"):
         logic.predict(volume, model, device="cpu", timeout=120)

@@ -13,11 +13,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from TransferSegLib.data.cases import Case, load_case
-from TransferSegLib.data.channels import order_channels, parse_image_argument, read_channels
+from TransferSegLib.specs import Case
+from TransferSegLib.data.cases import load_case
+from TransferSegLib.data.channels import order_channels, read_channels
+from TransferSegLib.specs import parse_image_argument
 from TransferSegLib.data.manifest import cases_from_manifest
 from TransferSegLib.errors import CaseError, ModelError
-from TransferSegLib.models import catalog
+from TransferSegLib.models import catalog, register
 from TransferSegLib.training.networks import build_network
 from multichannel_sample import CHANNELS, MR, MR_LABELS, write_multichannel_mr
 
@@ -87,8 +89,9 @@ def test_brats_fine_tunes_and_predicts_on_four_channels_end_to_end(tmp_path):
     published ones cannot be downloaded here), fine-tuned on the derived four-channel
     case given in a scrambled, named order, then used to predict."""
     from TransferSegLib.inference.infer import predict_file
-    from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
-    from TransferSegLib.training.train import TrainConfig
+    from TransferSegLib.specs import FinetuneSpec
+    from TransferSegLib.training.finetune import run_finetune
+    from TransferSegLib.specs import TrainConfig
 
     files = write_multichannel_mr(tmp_path / "case")
     weights = tmp_path / "brats.pt"
@@ -96,7 +99,7 @@ def test_brats_fine_tunes_and_predicts_on_four_channels_end_to_end(tmp_path):
     torch.save(build_network(BRATS.network).state_dict(), weights)
     spec = {k: v for k, v in BRATS.to_dict().items() if k in ("network", "labels", "recipe", "patch_size", "key_map",
                                                               "modality", "card")}
-    name = catalog.add_user_model(weights, name="brats-random", spec=spec, cache_root=tmp_path / "cache")
+    name = register.add_user_model(weights, name="brats-random", spec=spec, cache_root=tmp_path / "cache")
     scrambled = ",".join(f"{n}={files[CHANNELS.index(n)]}" for n in ("FLAIR", "T1", "T2", "T1c"))
     case = Case(image=scrambled, label=str(MR_LABELS), label_names={5: "liver"}, unselected="background")
     import os

@@ -16,12 +16,12 @@ import torch
 pytest.importorskip("dynamic_network_architectures")
 
 from TransferSegLib.cli import main
-from TransferSegLib.data.imageio import read_image
+from TransferSegLib.data.images import read_image
 from TransferSegLib.data.sample_data import sample_cases
 from TransferSegLib.errors import ModelError
 from TransferSegLib.evaluation.metrics import dice_per_class
 from TransferSegLib.inference.infer import predict_file
-from TransferSegLib.models.base_model import resolve_base_model
+from TransferSegLib.models.resolve import resolve_base_model
 from TransferSegLib.models.model_dir import load_model
 from TransferSegLib.models.nnunet import read_nnunet_folder
 from TransferSegLib.models.nnunet_weights import NnunetEnsemble, read_nnunet_checkpoint
@@ -98,7 +98,7 @@ def test_predict_cli_takes_folds_and_ensembles_them(tmp_path, capsys):
 
 
 def _train(**kw):
-    from TransferSegLib.training.train import TrainConfig
+    from TransferSegLib.specs import TrainConfig
 
     values = dict(iterations=2, time_budget=None, val_every=1000, patience=0, device="cpu", seed=0, batch_size=1)
     values.update(kw)

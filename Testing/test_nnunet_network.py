@@ -12,7 +12,8 @@ pytest.importorskip("dynamic_network_architectures")
 from TransferSegLib.errors import ModelError
 from TransferSegLib.training.networks import NetworkSpec, build_network, network_parts, patch_multiple
 from TransferSegLib.training.nnunet_network import NnunetNetwork, resolve_class_name, to_nnunet_keys
-from TransferSegLib.training.transfer import STRATEGIES, TRAINED_PARTS, adapt_head, apply_strategy
+from TransferSegLib.specs import STRATEGIES
+from TransferSegLib.training.transfer import TRAINED_PARTS, adapt_head, apply_strategy
 
 FIXTURE = Path(__file__).parent / "data" / "nnunet" / "Dataset990_TransferSegTiny"
 TARGET = "TransferSegLib.training.nnunet_network.NnunetNetwork"

@@ -285,13 +285,14 @@ def test_the_crop_threshold_applies_to_hu_before_the_window():
 @pytest.fixture(scope="module")
 def dicom_ct():
     """The 20-slice DICOM CT series and its TotalSegmentator labelmap as read from disk."""
-    from TransferSegLib.data.imageio import read_image, read_labelmap
+    from TransferSegLib.data.images import read_image
+    from TransferSegLib.data.labelmaps import read_labelmap
 
     return read_image(str(TS / "example_ct_dicom")), read_labelmap(str(TS / "example_seg_dicom.nii.gz"))
 
 
 def test_the_dicom_series_and_its_labelmap_describe_the_same_voxels(dicom_ct):
-    from TransferSegLib.data.imageio import align_to_image
+    from TransferSegLib.data.grid import align_to_image
 
     image, label = dicom_ct
     assert image.GetSize() == label.image.GetSize() == (512, 512, 20)
@@ -311,7 +312,7 @@ def test_the_dicom_series_and_its_labelmap_describe_the_same_voxels(dicom_ct):
 
 
 def test_the_dicom_ct_preprocesses_to_3mm_and_restores_onto_the_series(dicom_ct):
-    from TransferSegLib.data.imageio import align_to_image
+    from TransferSegLib.data.grid import align_to_image
 
     image, labelmap = dicom_ct
     label = align_to_image(image, labelmap.image, "series", "labelmap")

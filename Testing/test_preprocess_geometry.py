@@ -80,7 +80,7 @@ def test_crop_round_trip_puts_background_outside_the_crop():
 def test_ras_orientation_matches_monai_on_a_real_file():
     from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
 
-    from TransferSegLib.data.imageio import read_image
+    from TransferSegLib.data.images import read_image
     from TransferSegLib.data.sample_data import sample_dir
 
     path = str(sample_dir() / "SlicerIO" / "CTChest4.nrrd")

@@ -7,14 +7,17 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from TransferSegLib.data.cases import Case
-from TransferSegLib.errors import CaseError
-from TransferSegLib.training.finetune import FinetuneSpec, build_target_model, run_finetune
-from TransferSegLib.models.base_model import resolve_base_model
+from TransferSegLib.specs import Case
+from TransferSegLib.errors import CaseError, TrainingCancelled
+from TransferSegLib.model_card import ModelCard
+from TransferSegLib.specs import FinetuneSpec
+from TransferSegLib.training.finetune import build_target_model, run_finetune
+from TransferSegLib.training.loop import CHECKPOINT_LAST
+from TransferSegLib.models.resolve import resolve_base_model
 from TransferSegLib.training.pretrain import (
     MaskedReconstructionConfig, pretrain_masked_reconstruction, pretrain_partial_labels, union_labels,
 )
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import TrainConfig
 
 
 def _case(tmp_path, name, values):
@@ -61,7 +64,8 @@ def test_masked_reconstruction_gives_an_encoder_only_base_model(tmp_path):
     config = MaskedReconstructionConfig(patch_size=(16, 16, 16), iterations=3, device="cpu")
     out = pretrain_masked_reconstruction([a.image], str(tmp_path / "ssl"), config)
     base = resolve_base_model(str(out))
-    assert base.encoder_only and base.labels == []
+    assert base.encoder_only and base.labels == ["background"]
+    assert ModelCard.load(out).classes == []  # the panel's reader accepts it: a card with no trained head
     model, _, info = build_target_model(base, ["background", "organ"], "decoder", 0)
     assert info["transfer"] == "encoder weights"
     pretrained = torch.load(out / "model.pt", weights_only=True)
@@ -71,3 +75,24 @@ def test_masked_reconstruction_gives_an_encoder_only_base_model(tmp_path):
                         strategy="decoder", output=str(tmp_path / "ft"), train=TrainConfig(iterations=2, time_budget=None, device="cpu", val_every=1000, patience=0),
                         patch_size=(16, 16, 16))
     assert run_finetune(spec).iterations == 2
+
+
+def test_masked_reconstruction_runs_on_the_shared_loop_so_it_cancels_and_resumes(tmp_path):
+    a = _case(tmp_path, "a", ("x", "y", None))
+    config = MaskedReconstructionConfig(patch_size=(16, 16, 16), iterations=4, device="cpu")
+    work, polls = tmp_path / "work", []
+
+    def stop_before_the_third_iteration() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(TrainingCancelled, match="iteration 2"):
+        pretrain_masked_reconstruction([a.image], str(tmp_path / "ssl"), config, work_dir=str(work),
+                                       should_stop=stop_before_the_third_iteration)
+    saved = torch.load(work / CHECKPOINT_LAST, weights_only=True)
+    assert saved["state"]["iteration"] == 2 and not (tmp_path / "ssl").exists()
+    out = pretrain_masked_reconstruction([a.image], str(tmp_path / "ssl"), config, work_dir=str(work), resume=True)
+    card = ModelCard.load(out)
+    assert card.training["iterations"] == 4 and card.encoder_only
+    assert np.isfinite(card.metrics["final_reconstruction_l1"])
+    assert not work.exists()  # a finished run leaves only the model folder

@@ -19,7 +19,8 @@ import torch
 
 from TransferSegLib.models import catalog
 from TransferSegLib.models.checkpoints import load_state_dict, read_checkpoint
-from TransferSegLib.training.networks import NetworkSpec, build_network
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network
 
 ENTRIES = {e.name: e for e in catalog.read_catalog(catalog.shipped_catalog_path())}
 

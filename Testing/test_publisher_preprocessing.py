@@ -24,7 +24,7 @@ from TransferSegLib.data.intensity import apply_steps
 from TransferSegLib.data.preprocess import preprocess_image, reorientation_to, resized_grid
 from TransferSegLib.data.resample import resample_axes
 from TransferSegLib.data.grid import Grid
-from TransferSegLib.data.imageio import read_image
+from TransferSegLib.data.images import read_image
 from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.models import catalog
 from multichannel_sample import MR, SAMPLES, write_multichannel_mr

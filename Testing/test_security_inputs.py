@@ -15,11 +15,14 @@ import pytest
 import SimpleITK as sitk
 
 from TransferSegLib.cli import main
-from TransferSegLib.data.imageio import read_image, read_labelmap
+from TransferSegLib.data.images import read_image
+from TransferSegLib.data.labelmaps import read_labelmap
 from TransferSegLib.data.sample_data import sample_cases
 from TransferSegLib.errors import CaseError
+from TransferSegLib.model_card import ModelCard
 from TransferSegLib.models.model_dir import save_model_dir
-from TransferSegLib.training.networks import NetworkSpec, build_network
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network
 from TransferSegLib.data.recipe import Recipe
 from security_fixtures import TINY_NETWORK, write_ct, write_label
 
@@ -28,8 +31,8 @@ SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    meta = {"name": "tiny", "network": TINY_NETWORK, "labels": ["background", "liver"],
-            "recipe": Recipe(spacing=None, crop_foreground=False).to_dict(), "patch_size": [32, 32, 32]}
+    meta = ModelCard(name="tiny", network=NetworkSpec.from_dict(TINY_NETWORK), labels=["background", "liver"],
+                     recipe=Recipe(spacing=None, crop_foreground=False), patch_size=(32, 32, 32))
     return save_model_dir(tmp_path_factory.mktemp("m") / "tiny", build_network(NetworkSpec.from_dict(TINY_NETWORK))
                           .state_dict(), meta)
 

@@ -19,9 +19,11 @@ from TransferSegLib.cli import main
 from TransferSegLib.errors import ModelError
 from TransferSegLib.models.base_model import load_model_dir
 from TransferSegLib.models.catalog import read_user_models
+from TransferSegLib.model_card import ModelCard
 from TransferSegLib.models.model_dir import save_model_dir
-from TransferSegLib.training.network_allowlist import network_class
-from TransferSegLib.training.networks import NetworkSpec, build_network
+from TransferSegLib.network_allowlist import network_class
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network
 from TransferSegLib.data.recipe import Recipe
 
 from security_fixtures import TINY_NETWORK as TINY, write_ct, write_label
@@ -70,9 +72,9 @@ def _gadgets(tmp_path: Path, url: str):
 def _model_folder(folder: Path, network: dict) -> Path:
     """A real model folder (weights of a real network), then its model.json's network replaced."""
     spec = NetworkSpec.from_dict(TINY)
-    meta = {"name": "gift", "network": TINY, "labels": ["background", "liver"], "recipe": Recipe().to_dict(),
-            "patch_size": [16, 16, 16]}
-    save_model_dir(folder, build_network(spec).state_dict(), meta)
+    card = ModelCard(name="gift", network=spec, labels=["background", "liver"], recipe=Recipe(),
+                     patch_size=(16, 16, 16))
+    save_model_dir(folder, build_network(spec).state_dict(), card)
     record = json.loads((folder / "model.json").read_text())
     record["network"] = network
     (folder / "model.json").write_text(json.dumps(record))

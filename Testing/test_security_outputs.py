@@ -14,8 +14,10 @@ import SimpleITK as sitk
 
 from TransferSegLib.cli import main
 from TransferSegLib.errors import OutputError
+from TransferSegLib.model_card import ModelCard
 from TransferSegLib.models.model_dir import save_model_dir
-from TransferSegLib.training.networks import NetworkSpec, build_network
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network
 from TransferSegLib.data.recipe import Recipe
 from security_fixtures import TINY_NETWORK as TINY, fill, remount_read_only, small_disk, tiny_disk  # noqa: F401
 from security_fixtures import write_ct as _ct, write_label as _label
@@ -23,8 +25,8 @@ from security_fixtures import write_ct as _ct, write_label as _label
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    meta = {"name": "tiny", "network": TINY, "labels": ["background", "liver"],
-            "recipe": Recipe(spacing=None, crop_foreground=False).to_dict(), "patch_size": [32, 32, 32]}
+    meta = ModelCard(name="tiny", network=NetworkSpec.from_dict(TINY), labels=["background", "liver"],
+                     recipe=Recipe(spacing=None, crop_foreground=False), patch_size=(32, 32, 32))
     folder = tmp_path_factory.mktemp("models") / "tiny"
     return save_model_dir(folder, build_network(NetworkSpec.from_dict(TINY)).state_dict(), meta)
 
@@ -123,7 +125,7 @@ def test_a_job_started_with_a_bad_output_fails_with_a_clear_message_in_its_worke
     from TransferSegLib.jobs.spec import JobSpec
     from TransferSegLib.training.finetune import FinetuneSpec
     from TransferSegLib.data.cases import Case
-    from TransferSegLib.training.train import TrainConfig
+    from TransferSegLib.specs import TrainConfig
 
     image, label = _ct(tmp_path / "ct.nii.gz"), _label(tmp_path / "lab.nii.gz")
     spec = FinetuneSpec(base="none", cases=[Case(str(image), str(label), {1: "liver"})], labels=["liver"],

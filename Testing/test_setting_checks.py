@@ -11,10 +11,12 @@ from TransferSegLib.cli import main
 from TransferSegLib.data.cases import Case
 from TransferSegLib.errors import ModelError, TransferSegError
 from TransferSegLib.inference.infer import InferenceOptions
+from TransferSegLib.model_card import ModelCard
 from TransferSegLib.models.model_dir import save_model_dir
 from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
-from TransferSegLib.training.networks import NetworkSpec, build_network
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network
+from TransferSegLib.specs import TrainConfig
 from TransferSegLib.data.recipe import Recipe
 from security_fixtures import TINY_NETWORK, write_ct, write_label
 
@@ -55,14 +57,18 @@ def test_bad_settings_on_the_command_line_fail_before_a_worker_starts(tmp_path, 
 
 
 def test_a_bad_setting_in_spec_json_fails_the_job_with_a_clear_message(tmp_path):
-    from TransferSegLib.jobs.api import start_job
+    """Refused by the front end before a worker starts, and the refusal stays in the job folder."""
+    from TransferSegLib.errors import JobError
+    from TransferSegLib.jobs.api import Job, start_job
     from TransferSegLib.jobs.spec import JobSpec
 
     image, label = write_ct(tmp_path / "ct.nii.gz"), write_label(tmp_path / "lab.nii.gz")
     spec = FinetuneSpec(base="none", cases=[Case(str(image), str(label), {1: "liver"})], labels=["liver"],
                         strategy="scratch", output=str(tmp_path / "model"), patch_size=(16, 16, 16),
                         train=TrainConfig(iterations=2, time_budget=None, device="cpu", foreground_ratio=7.0))
-    status = start_job(JobSpec.from_finetune_spec(spec), tmp_path / "job").wait(timeout=300)
+    with pytest.raises(JobError, match="foreground_ratio"):
+        start_job(JobSpec.from_finetune_spec(spec), tmp_path / "job")
+    status = Job.attach(tmp_path / "job").status()
     assert status.state == "failed" and "foreground_ratio" in status.message and "unexpected" not in status.hint
     assert not (tmp_path / "model").exists()
 
@@ -88,8 +94,8 @@ class _Gadget:
 
 
 def _pickled_model(folder: Path, marker: Path) -> Path:
-    meta = {"name": "gift", "network": TINY_NETWORK, "labels": ["background", "liver"],
-            "recipe": Recipe(spacing=None, crop_foreground=False).to_dict(), "patch_size": [32, 32, 32]}
+    meta = ModelCard(name="gift", network=NetworkSpec.from_dict(TINY_NETWORK), labels=["background", "liver"],
+                     recipe=Recipe(spacing=None, crop_foreground=False), patch_size=(32, 32, 32))
     save_model_dir(folder, build_network(NetworkSpec.from_dict(TINY_NETWORK)).state_dict(), meta)
     torch.save({"model": _Gadget(marker)}, str(folder / "model.pt"))
     return folder

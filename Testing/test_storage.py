@@ -15,8 +15,9 @@ from TransferSegLib.jobs.state import JobState, write_state
 from TransferSegLib.models.cache import clean_cache, list_cache
 from TransferSegLib.errors import ModelError
 from TransferSegLib.paths import transferseg_home
-from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import FinetuneSpec
+from TransferSegLib.training.finetune import run_finetune
+from TransferSegLib.specs import TrainConfig
 
 TS = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "TotalSegmentator"
 TINY = ["--base", "none", "--strategy", "scratch", "--iterations", "2", "--patch-size", "32", "32", "16",

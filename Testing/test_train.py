@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from TransferSegLib.errors import TrainingCancelled, TransferSegError
+from TransferSegLib.specs import TrainConfig
+from TransferSegLib.training.loop import CHECKPOINT_LAST
 from TransferSegLib.training.networks import build_network, default_network_spec
 from TransferSegLib.training.sampling import PreparedCase, sample_batch
-from TransferSegLib.training.train import CHECKPOINT_LAST, TrainConfig, train
+from TransferSegLib.training.train import train
 
 
 def _case(seed: int, name: str) -> PreparedCase:

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from TransferSegLib.errors import ModelError
-from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, network_parts
-from TransferSegLib.training.transfer import (
-    STRATEGIES, TRAINED_PARTS, adapt_head, apply_strategy, check_strategy, inflate_2d_to_3d,
-)
+from TransferSegLib.errors import ConfigError, ModelError
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.training.networks import build_network, default_network_spec, network_parts
+from TransferSegLib.specs import STRATEGIES, check_strategy
+from TransferSegLib.training.transfer import TRAINED_PARTS, adapt_head, apply_strategy, inflate_2d_to_3d
 
 
 def _pretrained(spec):
@@ -90,7 +90,7 @@ def test_last_layers_trains_only_the_last_decoder_block_and_head():
 
 
 def test_unknown_strategy_is_named_in_the_error():
-    with pytest.raises(ModelError, match="bogus"):
+    with pytest.raises(ConfigError, match="bogus"):
         check_strategy("bogus")
     assert check_strategy("last_layers") == "last-layers"
 

@@ -43,7 +43,8 @@ def _make_library_importable() -> None:
 _make_library_importable()
 
 from TransferSegLib.scene import segment_names, training_labels  # noqa: E402
-from TransferSegLib.scene.logic import STRATEGIES, TransferSegLogic  # noqa: E402
+from TransferSegLib.scene.logic import TransferSegLogic  # noqa: E402
+from TransferSegLib.specs import DEFAULT_STRATEGY, STRATEGY_CHOICES, TrainConfig  # noqa: E402
 from TransferSegPanel import texts  # noqa: E402
 from TransferSegPanel.cases import CasesSection  # noqa: E402
 from TransferSegPanel.closing import CloseGuard  # noqa: E402
@@ -103,8 +104,8 @@ class TransferSegParameterNode:
     caseSegmentation: vtkMRMLSegmentationNode
     sparse: bool = False
     cases: List[TrainingCase]
-    strategy: Annotated[str, Choice(list(STRATEGIES))] = "auto"
-    timeBudgetMinutes: Annotated[int, WithinRange(1, 1440)] = 10
+    strategy: Annotated[str, Choice(list(STRATEGY_CHOICES))] = DEFAULT_STRATEGY
+    timeBudgetMinutes: Annotated[int, WithinRange(1, 1440)] = int(TrainConfig.time_budget // 60)
     device: str = "auto"
     modelName: str = ""
     jobDirectory: str = ""

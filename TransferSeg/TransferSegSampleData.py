@@ -167,7 +167,9 @@ def loadSample(name: str, resources: Optional[Path] = None) -> Tuple[Any, Any]:
     import SimpleITK as sitk
 
     from TransferSegLib.errors import CaseError
-    from TransferSegLib.data.imageio import align_to_image, read_image, read_labelmap
+    from TransferSegLib.data.grid import align_to_image
+    from TransferSegLib.data.images import read_image
+    from TransferSegLib.data.labelmaps import read_labelmap
     from TransferSegLib.scene import load_case_into_scene
 
     image_path, label_path = data / sample.image, data / sample.labelmap

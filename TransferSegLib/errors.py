@@ -24,6 +24,10 @@ class DownloadError(TransferSegError):
     """A model download failed or did not match its published checksum."""
 
 
+class ConfigError(TransferSegError):
+    """A setting (strategy, training budget, patch size...) is not one TransferSeg can run with."""
+
+
 class JobError(TransferSegError):
     """A background job cannot be started, attached to, resumed or cancelled."""
 

@@ -6,7 +6,7 @@ a write that hit a full disk then passes as data. ``check_complete`` reads a
 file as far as its format says it goes (a gzip stream to its end, the bytes a
 NIfTI or NRRD header announces, every member of a zip, a JSON document) and
 raises ``IncompleteFile`` with the reason. Used after every write
-(``paths.write_atomically``) and before images are read (``data.imageio``).
+(``paths.write_atomically``) and before images are read (``data.images``).
 """
 
 import gzip
@@ -16,8 +16,6 @@ import zipfile
 import zlib
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
-
-import numpy as np
 
 PathLike = Union[str, Path]
 
@@ -194,6 +192,8 @@ def nifti_nonfinite_count(path: PathLike) -> int:
         if code is None:
             return 0
         stream.read(max(int(struct.unpack(order + "f", head[108:112])[0]) - 348, 0))
+        import numpy as np  # here only: the write checks (paths.py) stay numpy-free for the torch-free layer
+
         dtype = np.dtype(order + code)
         count, rest = 0, b""
         while True:

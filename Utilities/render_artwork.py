@@ -30,7 +30,9 @@ import SimpleITK as sitk  # noqa: E402
 from matplotlib import patches  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from TransferSegLib.data.imageio import align_to_image, read_image, read_labelmap  # noqa: E402
+from TransferSegLib.data.grid import align_to_image  # noqa: E402
+from TransferSegLib.data.images import read_image
+from TransferSegLib.data.labelmaps import read_labelmap
 from TransferSegLib.names import label_color  # noqa: E402
 
 RESOURCES = ROOT / "Resources"

@@ -19,7 +19,7 @@ import torch
 
 from TransferSegLib.training.losses import partial_label_loss
 from TransferSegLib.training.networks import build_network, default_network_spec
-from TransferSegLib.training.train import resolve_device
+from TransferSegLib.training.devices import resolve_device
 from TransferSegLib.training.transfer import apply_strategy
 
 

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from TransferSegLib.models.base_model import default_model_dir
 from TransferSegLib.data.cases import load_case
 from TransferSegLib.cli import main as cli
-from TransferSegLib.data.imageio import write_labelmap
+from TransferSegLib.data.labelmaps import write_labelmap
 from TransferSegLib.models.model_dir import load_model
 from TransferSegLib.data.sample_data import sample_cases
 

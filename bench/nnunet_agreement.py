@@ -27,7 +27,7 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from TransferSegLib.data.imageio import read_image  # noqa: E402
+from TransferSegLib.data.images import read_image  # noqa: E402
 from TransferSegLib.data.sample_data import sample_cases  # noqa: E402
 from TransferSegLib.evaluation.metrics import dice_per_class  # noqa: E402
 from TransferSegLib.inference.infer import predict_file  # noqa: E402
@@ -86,7 +86,7 @@ def _images() -> Dict[str, str]:
 
 def finetuned_model(base: Path, output: Path, iterations: int) -> Path:
     from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
-    from TransferSegLib.training.train import TrainConfig
+    from TransferSegLib.specs import TrainConfig
 
     spec = FinetuneSpec(base=str(base), cases=[sample_cases()["ts_ct"]], labels=["liver", "spleen", "stomach"],
                         strategy="full", output=str(output),

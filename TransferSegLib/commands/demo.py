@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from TransferSegLib.training.train import TrainConfig
+from TransferSegLib.specs import TrainConfig
 
 
 def add_parser(sub) -> None:
@@ -28,10 +28,12 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from TransferSegLib.evaluation.evaluate import evaluate_files, format_table
-    from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
+    from TransferSegLib.specs import FinetuneSpec
+    from TransferSegLib.training.finetune import run_finetune
     from TransferSegLib.inference.infer import predict_file
     from TransferSegLib.progress import ProgressPrinter
     from TransferSegLib.data.sample_data import sample_cases
+    from TransferSegLib.specs import TrainConfig
 
     out = Path(args.output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from TransferSegLib.errors import CaseError, TransferSegError
+from TransferSegLib.specs import DEFAULT_STRATEGY, STRATEGY_CHOICES, FinetuneSpec, TrainConfig
+
+_DEFAULTS = TrainConfig()
 
 
 #: ``--labels`` help shared by finetune, experiment, pretrain and evaluate.
@@ -38,6 +41,7 @@ def add_label_options(p, labels_required: bool = False) -> None:
 
 
 def add_parser(sub) -> None:
+    d = _DEFAULTS
     p = sub.add_parser("finetune", help="fine-tune a base model on a few annotated cases", epilog=EPILOG,
                        description="Fine-tune a base model on a few annotated cases; writes a model folder.")
     p.add_argument("--base", default="default",
@@ -52,27 +56,29 @@ def add_parser(sub) -> None:
                    help="validation image (repeat with --val-label); without: 1 in 5 cases when there are 3 or more")
     p.add_argument("--val-label", action="append", default=[], help="validation labelmap")
     add_label_options(p)
-    p.add_argument("--strategy", default="auto", choices=["auto", "scratch", "full", "decoder", "last-layers", "staged"],
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=list(STRATEGY_CHOICES),
                    help="what to train: auto (default: what the base model's own experiment found best, else full; "
                         "the first progress line says which and why), scratch, full, decoder (encoder frozen), "
                         "last-layers, staged")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="wall-clock training budget in seconds (without it and without --iterations: 300)")
+                   help=f"wall-clock training budget in seconds (without it and without --iterations: {d.time_budget:g})")
     p.add_argument("--iterations", type=int, default=None, help="number of training iterations (instead of a budget)")
     p.add_argument("--output", required=True, help="model folder to write (an existing model is replaced only when done)")
-    p.add_argument("--device", default="auto", help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed and data: same run)")
+    p.add_argument("--device", default=d.device, help="auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed and data: same run)")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
                    help="patch size in voxels (without it: the base model's)")
-    p.add_argument("--batch-size", type=int, default=2, help="patches per iteration")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--val-every", type=int, default=50, help="validate every N iterations")
-    p.add_argument("--patience", type=int, default=10, help="early stopping after N validations without improvement (0: off)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="patches per iteration (default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate,
+                   help="peak learning rate (AdamW; default: %(default)s)")
+    p.add_argument("--val-every", type=int, default=d.val_every, help="validate every N iterations (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="early stopping after N validations without improvement (0: off; default: %(default)s)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="target spacing in mm (scratch only; without it: the base model's)")
     p.add_argument("--intensity", help="intensity recipe (scratch only): window:LOW:HIGH, zscore or zscore-nonzero")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default)")
+    p.add_argument("--threads", type=int, default=d.num_threads, help="CPU threads for PyTorch (0: its default)")
     p.add_argument("--name", default="", help="model name shown in Slicer (without it: the output folder name)")
     p.add_argument("--offline", action="store_true", help="never download; use cached models only")
     p.add_argument("--job-dir", help="job folder (without it: a new one under ~/.transferseg/jobs)")
@@ -118,9 +124,7 @@ def spec_from_args(args):
     from TransferSegLib.data.cases import select_labels
     from TransferSegLib.data.manifest import cases_from_manifest
     from TransferSegLib.data.label_selection import parse_labels
-    from TransferSegLib.training.finetune import FinetuneSpec
     from TransferSegLib.data.recipe import Recipe
-    from TransferSegLib.training.train import TrainConfig
 
     selection = parse_labels(args.labels)
     names = selection.names
@@ -131,7 +135,7 @@ def spec_from_args(args):
     val_cases = _pairs(args.val_image, args.val_label, args, "validation ")
     budget = args.time_budget
     if budget is None and args.iterations is None:
-        budget = 300.0
+        budget = _DEFAULTS.time_budget
     config = TrainConfig(
         batch_size=args.batch_size, iterations=args.iterations, time_budget=budget,
         learning_rate=args.learning_rate, val_every=args.val_every, patience=args.patience,

@@ -145,7 +145,7 @@ def _progress():
 
 
 def run_download(args) -> int:
-    from TransferSegLib.models.catalog import download_model
+    from TransferSegLib.models.resolve import download_model
 
     local = Path(args.file) if getattr(args, "file", None) else None
     path = download_model(args.name, progress=_progress(), allow_unverified=args.allow_unverified, local_file=local)
@@ -156,7 +156,7 @@ def run_download(args) -> int:
 
 
 def run_add(args) -> int:
-    from TransferSegLib.models.catalog import add_user_model
+    from TransferSegLib.models.register import add_user_model
     from TransferSegLib.errors import ModelError
 
     if args.checkpoint and not args.spec:
@@ -168,7 +168,7 @@ def run_add(args) -> int:
 
 
 def run_remove(args) -> int:
-    from TransferSegLib.models.catalog import remove_user_model
+    from TransferSegLib.models.register import remove_user_model
 
     remove_user_model(args.name)
     print(f"removed '{args.name}'")
@@ -176,7 +176,7 @@ def run_remove(args) -> int:
 
 
 def run_import(args) -> int:
-    from TransferSegLib.models.catalog import add_user_model
+    from TransferSegLib.models.register import add_user_model
 
     name = add_user_model(Path(args.path), name=args.name)
     print(f"registered the bundle as '{name}': use it with --base {name}")
@@ -184,7 +184,7 @@ def run_import(args) -> int:
 
 
 def run_inflate(args) -> int:
-    from TransferSegLib.models.catalog import add_inflated_model
+    from TransferSegLib.models.register import add_inflated_model
 
     name = add_inflated_model(Path(args.checkpoint_2d), Path(args.spec), args.name, depth_mode=args.depth_mode)
     print(f"registered the inflated 3D network as '{name}': fine-tune it with --base {name}")
@@ -192,7 +192,7 @@ def run_inflate(args) -> int:
 
 
 def run_export(args) -> int:
-    from TransferSegLib.models.bundle import export_bundle
+    from TransferSegLib.models.bundle_export import export_bundle
 
     out = export_bundle(Path(args.model_dir), Path(args.out))
     print(f"wrote the MONAI bundle {out}; run it with: python -m monai.bundle run --config_file "

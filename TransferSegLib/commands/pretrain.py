@@ -41,7 +41,7 @@ def run(args) -> int:
     from TransferSegLib.data.manifest import cases_from_manifest
     from TransferSegLib.errors import CaseError
     from TransferSegLib.progress import ProgressPrinter
-    from TransferSegLib.training.train import TrainConfig
+    from TransferSegLib.specs import TrainConfig
 
     printer = ProgressPrinter()
     from TransferSegLib.data.label_selection import parse_labels

@@ -8,122 +8,21 @@ Segmentation Decathlon ``dataset.json`` (``data.manifest``).
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
-from TransferSegLib.errors import CaseError
-from TransferSegLib.data.channels import parse_image_argument, read_channels
-from TransferSegLib.data.imageio import align_to_image, check_not_blank, is_seg_nrrd, read_labelmap, read_segment_names
+from TransferSegLib.data.channels import read_channels
+from TransferSegLib.data.grid import align_to_image
+from TransferSegLib.data.images import check_not_blank
 from TransferSegLib.data.label_names import read_label_table
 from TransferSegLib.data.label_selection import REFUSE, LabelSelection, check_unselected, parse_labels
+from TransferSegLib.data.labelmaps import read_labelmap
+from TransferSegLib.data.seg_nrrd import is_seg_nrrd, read_segment_names
+from TransferSegLib.errors import CaseError
 from TransferSegLib.names import index_by_name, normalize_label_name
-
-_CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name", "unselected", "channels",
-                "channel_names")
-_NAME_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mrc")
-
-
-@dataclass
-class Case:
-    """One training or test case as files.
-
-    ``label_names``: label value → class name of the labelmap (for ``.seg.nrrd`` the
-    file's own segment names are used). ``annotated``: the class names this case
-    annotates; ``None`` means every named class. ``region``: a mask file whose
-    nonzero voxels are those whose labels are known (sparse annotation).
-    ``unselected``: what a labelled voxel whose value ``label_names`` does not name
-    becomes: ``background``, ``unannotated`` (no label: left out of the loss), or
-    ``refuse`` (an error: the names were meant to cover every value).
-    Several values may carry one name: they merge into one class.
-
-    A case of several co-registered images (``data.channels``) lists them in
-    ``channels`` (``image`` is then the first), with ``channel_names`` when they were
-    named; ``image`` given as a list, or as ``a,b`` / ``T1=a,T2=b`` text (one
-    ``--image``), means the same.
-    """
-
-    image: str
-    label: Optional[str] = None
-    label_names: Dict[int, str] = field(default_factory=dict)
-    annotated: Optional[List[str]] = None
-    region: Optional[str] = None
-    name: str = ""
-    unselected: str = REFUSE
-    channels: List[str] = field(default_factory=list)
-    channel_names: List[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.image, (list, tuple)):
-            self.channels = [str(p) for p in self.image]
-        elif ("," in str(self.image) or "=" in str(self.image)) and not Path(str(self.image)).exists():
-            self.channels, names = parse_image_argument(str(self.image))
-            self.channel_names = self.channel_names or names
-        self.channels = [str(p) for p in (self.channels or [])]
-        self.channel_names = [str(n) for n in (self.channel_names or [])]
-        if self.channel_names and len(self.channel_names) != len(self.channels):
-            raise CaseError(f"Case {self.image!r}: {len(self.channel_names)} channel names for "
-                            f"{len(self.channels)} channel files.")
-        self.image = self.channels[0] if self.channels else str(self.image)
-        if len(self.channels) == 1:
-            self.channels, self.channel_names = [], []
-        self.label = str(self.label) if self.label else None
-        self.region = str(self.region) if self.region else None
-        if not self.name:
-            base = Path(self.image.rstrip("/\\")).name
-            for suffix in _NAME_SUFFIXES:
-                if base.lower().endswith(suffix):
-                    base = base[: -len(suffix)]
-                    break
-            self.name = base[:-5] if base.endswith("_0000") else base
-        try:
-            self.label_names = {int(k): str(v) for k, v in (self.label_names or {}).items()}
-        except (TypeError, ValueError, AttributeError):
-            raise CaseError(f"Case '{self.name}': label_names must map label values (integers) to names, "
-                            f"got {self.label_names!r}.") from None
-        if self.annotated is not None:
-            if isinstance(self.annotated, str) or not all(isinstance(n, str) for n in self.annotated):
-                raise CaseError(f"Case '{self.name}': 'annotated' must be a list of class names, got {self.annotated!r}.")
-            self.annotated = list(self.annotated)
-        self.unselected = check_unselected(self.unselected or REFUSE, f"Case '{self.name}': 'unselected'") or REFUSE
-
-    def to_dict(self) -> Dict[str, Any]:
-        data = {"image": self.image, "label": self.label, "label_names": {str(k): v for k, v in self.label_names.items()},
-                "annotated": self.annotated, "region": self.region, "name": self.name}
-        if self.unselected != REFUSE:  # only when set, so that older workers still read the spec
-            data["unselected"] = self.unselected
-        if self.channels:
-            data["channels"] = list(self.channels)
-            if self.channel_names:
-                data["channel_names"] = list(self.channel_names)
-        return data
-
-    @property
-    def images(self) -> List[str]:
-        """The channel files in order (one file for a single-channel case)."""
-        return list(self.channels) if self.channels else [self.image]
-
-    def with_channels(self, paths: List[str]) -> "Case":
-        """This case with its channel files in the given (model's) order."""
-        data = self.to_dict()
-        data.pop("channel_names", None)
-        data["channels"] = list(paths) if len(paths) > 1 else []
-        data["image"] = paths[0]
-        return Case.from_dict(data)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Case":
-        if not isinstance(data, dict):
-            raise CaseError(f"A case must be an object with 'image' (and 'label'), got {data!r}.")
-        unknown = set(data) - set(_CASE_FIELDS)
-        if unknown:
-            raise CaseError(f"Unknown case fields {sorted(unknown)} in {data!r}; known: {list(_CASE_FIELDS)}.")
-        if not data.get("image"):
-            raise CaseError(f"Case {data!r} has no 'image'.")
-        return cls(**data)
-
+from TransferSegLib.specs import Case
 
 @dataclass
 class LoadedCase:

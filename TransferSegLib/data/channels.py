@@ -19,38 +19,15 @@ fine-tuned model keeps its base's), or only a count (the network's
 stacked voxel by voxel, so an unregistered channel would silently be nonsense.
 """
 
-import re
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from TransferSegLib.errors import CaseError
 from TransferSegLib.data.grid import Grid, grid_problems
-from TransferSegLib.data.imageio import read_image
-
-
-_CHANNEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,39}")  # T1c, FLAIR, CT, PET_SUV; not a path
-
-
-def parse_image_argument(text: str) -> Tuple[List[str], List[str]]:
-    """``a.nii.gz`` or ``a,b,...`` or ``NAME=a,NAME=b,...`` → (paths, names); names
-    are empty when none are given and must be given for all files or none."""
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    if not items:
-        raise CaseError(f"--image '{text}' names no file.")
-    paths, names = [], []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if sep and _CHANNEL_NAME.fullmatch(name.strip()) and not Path(item).exists():
-            names.append(name.strip())
-            paths.append(path.strip())
-        else:
-            paths.append(item)
-    if names and len(names) != len(paths):
-        raise CaseError(f"--image '{text}': name every channel (NAME=FILE,...) or none.")
-    return paths, names
+from TransferSegLib.data.images import read_image
+from TransferSegLib.errors import CaseError
 
 
 def _norm(name: str) -> str:

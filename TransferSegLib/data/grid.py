@@ -1,4 +1,4 @@
-"""A voxel grid's geometry without its voxels (size, spacing, origin, direction).
+"""Voxel grids: a grid's geometry without its voxels, and whether two images share one (one check).
 
 SimpleITK conventions: LPS physical space, direction cosines as index-axis columns.
 Preprocessing, resampling and the restore onto the input grid all speak in grids.
@@ -9,6 +9,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
+
+from TransferSegLib.errors import CaseError
+
+# RAS (Slicer) ⇄ LPS (ITK, DICOM, NIfTI readers) flips the first two axes.
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclass
@@ -46,6 +51,34 @@ class Grid:
         if tuple(array.shape) != tuple(self.size):
             raise ValueError(f"array of shape {array.shape} does not fit a grid of size {self.size}")
         return self.stamp(sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0)))))
+
+    def matches(self, other: "Grid") -> bool:
+        """The same voxels in the same places, within the module's tolerances (see ``grid_problems``)."""
+        return not grid_problems(self, other)
+
+    def describe(self) -> str:
+        size = "×".join(str(v) for v in self.size)
+        spacing = "×".join(f"{v:.3g}" for v in self.spacing)
+        return f"{size} voxels of {spacing} mm"
+
+    def ijk_to_ras(self) -> np.ndarray:
+        """The 4×4 IJK-to-RAS matrix Slicer keeps for a volume on this grid."""
+        matrix = np.eye(4)
+        matrix[:3, :3] = _RAS_TO_LPS @ self.matrix() * np.asarray(self.spacing, float)
+        matrix[:3, 3] = _RAS_TO_LPS @ np.asarray(self.origin, float)
+        return matrix
+
+    @classmethod
+    def from_ijk_to_ras(cls, matrix: np.ndarray, size: Tuple[int, int, int]) -> "Grid":
+        """The grid of a Slicer volume from its IJK-to-RAS matrix and voxel counts."""
+        linear = np.asarray(matrix, float)[:3, :3]
+        spacing = np.linalg.norm(linear, axis=0)
+        if np.any(spacing <= 0):
+            raise CaseError("A volume has a zero spacing in its IJK-to-RAS matrix; its geometry is broken.")
+        direction = _RAS_TO_LPS @ (linear / spacing)
+        origin = _RAS_TO_LPS @ np.asarray(matrix, float)[:3, 3]
+        return cls(tuple(int(v) for v in size), tuple(float(v) for v in spacing),
+                   tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel()))
 
     def to_dict(self) -> Dict[str, Any]:
         return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin),
@@ -137,3 +170,39 @@ def permute_onto(array_xyz: np.ndarray, mapping: AxisMap) -> np.ndarray:
         if flip:
             out = np.flip(out, axis=i)
     return np.ascontiguousarray(out)
+
+
+def image_grid_problems(image: sitk.Image, label: sitk.Image) -> List[str]:
+    """``grid_problems`` of two images (any dimension), ``image`` first in each pair."""
+    if image.GetDimension() != label.GetDimension():
+        return [f"dimension {image.GetDimension()} vs {label.GetDimension()}"]
+    return grid_problems(Grid.of(image), Grid.of(label))
+
+
+def check_same_grid(image: sitk.Image, label: sitk.Image, image_path: str, label_path: str) -> None:
+    """Refuse a labelmap that is not on the image's voxel grid, saying what differs
+    (``grid.grid_problems``: the one grid check, with its tolerances)."""
+    problems = image_grid_problems(image, label)
+    if problems:
+        raise CaseError(
+            f"Labelmap '{label_path}' is not on the voxel grid of image '{image_path}' (image vs labelmap): "
+            f"{'; '.join(problems)}. Export the segmentation with this image as its reference geometry."
+        )
+
+
+def align_to_image(image: sitk.Image, label: sitk.Image, image_path: str, label_path: str) -> sitk.Image:
+    """The labelmap on the image's grid. A labelmap holding the same voxels stored in
+    another axis order (e.g. a NIfTI with a flipped y axis next to a DICOM series) is
+    re-indexed exactly (``grid.lattice_permutation``); any other difference is refused
+    by ``check_same_grid``. Geometry within tolerance is replaced by the image's own, exactly."""
+    if image_grid_problems(image, label) and image.GetDimension() == 3 and label.GetDimension() == 3:
+        mapping = lattice_permutation(Grid.of(label), Grid.of(image))
+        if mapping is not None:
+            moved = permute_onto(sitk.GetArrayFromImage(label).transpose(2, 1, 0), mapping)
+            label = Grid.of(image).image_from_xyz(moved)
+    check_same_grid(image, label, image_path, label_path)
+    if label.GetOrigin() != image.GetOrigin() or label.GetSpacing() != image.GetSpacing() \
+            or label.GetDirection() != image.GetDirection():
+        label = sitk.Image(label)
+        label.CopyInformation(image)
+    return label

@@ -146,7 +146,7 @@ def read_label_table(spec: str) -> LabelTable:
                         f"e.g. label_names.json:total).")
     lower = path.name.lower()
     if lower.endswith(".seg.nrrd"):
-        from TransferSegLib.data.imageio import read_segment_names
+        from TransferSegLib.data.seg_nrrd import read_segment_names
 
         table = LabelTable(dict(read_segment_names(str(path))))
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from TransferSegLib.errors import CaseError
-from TransferSegLib.data.cases import Case
+from TransferSegLib.specs import Case
 from TransferSegLib.data.label_selection import check_unselected
 from TransferSegLib.names import normalize_label_name
 

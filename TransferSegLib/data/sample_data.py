@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict
 
 from TransferSegLib.paths import resources_dir
-from TransferSegLib.data.cases import Case
+from TransferSegLib.specs import Case
 from TransferSegLib.errors import CaseError
 
 

@@ -9,25 +9,26 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
+import SimpleITK as sitk
 
+from TransferSegLib.data.grid import Grid, grid_problems, lattice_permutation, permute_onto
+from TransferSegLib.data.images import read_any
+from TransferSegLib.data.seg_nrrd import Segment, geometry_3d, is_seg_nrrd, read_segmentation
+from TransferSegLib.data.labelmaps import check_label_values
 from TransferSegLib.errors import CaseError
-from TransferSegLib.file_integrity import IncompleteFile, WrongFormat, check_complete, nifti_nonfinite_count
 from TransferSegLib.evaluation.metrics import CaseMetrics, ClassMetrics, class_metrics
+from TransferSegLib.file_integrity import nifti_nonfinite_count
 from TransferSegLib.names import normalize_label_name
 
 _METRIC_FIELDS = ("dice", "iou", "hd95", "assd", "rvd", "surface_dice")
 
 
-@dataclass
-class _Segment:
-    """Where one class lives in a labelmap: voxels equal to ``value`` in ``layer``."""
-
-    name: Optional[str]
-    value: int
-    layer: int = 0
+def _value_segment(name: Optional[str], value: int) -> Segment:
+    """A class of a plain labelmap: the voxels equal to ``value``."""
+    return Segment(layer=0, value=int(value), name=str(name or value), color=None)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class _Labelmap:
     path: str
     image: Any  # SimpleITK.Image, kept for its geometry
     array: np.ndarray  # (X, Y, Z) or (X, Y, Z, layers) for overlapping segments
-    segments: List[_Segment]  # named segments; empty for a plain labelmap
+    segments: List[Segment]  # named segments; empty for a plain labelmap
     segmentation_file: bool = False  # the names come from the file itself (.seg.nrrd), not a names file
 
     @property
@@ -52,22 +53,22 @@ class _Labelmap:
     def layers(self) -> int:
         return self.array.shape[-1] if self.layered else 1
 
-    def mask(self, segment: Union[None, _Segment, List[_Segment]]) -> np.ndarray:
+    def mask(self, segment: Union[None, Segment, List[Segment]]) -> np.ndarray:
         """The voxels of one segment, or of several merged into one class."""
         out = np.zeros(self.array.shape[: self.image.GetDimension()], dtype=bool)
-        for part in ([segment] if isinstance(segment, _Segment) else segment or []):
+        for part in ([segment] if isinstance(segment, Segment) else segment or []):
             values = self.array[..., part.layer] if self.layered else self.array
             out |= values == part.value
         return out
 
-    def find(self, name: str) -> Optional[_Segment]:
+    def find(self, name: str) -> Optional[Segment]:
         key = normalize_label_name(name)
         for segment in self.segments:
             if normalize_label_name(segment.name or "") == key:
                 return segment
         return None
 
-    def segment_with_value(self, value: int) -> Optional[_Segment]:
+    def segment_with_value(self, value: int) -> Optional[Segment]:
         for segment in self.segments:
             if segment.value == value and segment.layer == 0:
                 return segment
@@ -83,26 +84,17 @@ def _case_name(path: str) -> str:
 
 
 def _read_labelmap(path: str) -> _Labelmap:
-    """Read a labelmap and, for ``.seg.nrrd``, its segment names, values and layers."""
-    import SimpleITK as sitk
-
-    from TransferSegLib.data.imageio import check_label_values
-
+    """Read a labelmap and, for ``.seg.nrrd``, its segments (overlapping ones stay in their own layers)."""
     if not Path(path).exists():
         raise CaseError(f"Labelmap file '{path}' does not exist; check the path.")
-    try:
-        check_complete(path)
-    except WrongFormat:
-        pass  # another kind of file: the reader below says what it cannot read
-    except IncompleteFile as exc:
-        raise CaseError(f"Labelmap '{path}' is incomplete: the file {exc}. Copy or export it again.") from None
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise CaseError(f"Cannot read labelmap '{path}': {str(error).strip().splitlines()[-1]}. "
-                        "Save it as NIfTI (.nii.gz) or .seg.nrrd.") from error
+    if is_seg_nrrd(path):
+        stored = read_segmentation(path)
+        # (Z, Y, X) per layer → TransferSeg's (X, Y, Z[, layers]).
+        layers = [layer.transpose(2, 1, 0) for layer in stored.layers]
+        array = layers[0] if len(layers) == 1 else np.stack(layers, axis=-1)
+        return _Labelmap(str(path), geometry_3d(stored.image), np.ascontiguousarray(array), stored.segments,
+                         segmentation_file=bool(stored.segments))
+    image = read_any(path)
     dim = image.GetDimension()
     array = sitk.GetArrayFromImage(image)
     # SimpleITK gives (Z, Y, X[, components]); TransferSeg works in (X, Y, Z[, layers]).
@@ -119,23 +111,7 @@ def _read_labelmap(path: str) -> _Labelmap:
     if nifti_nonfinite_count(path):  # ITK read them as 0
         raise CaseError(f"'{path}' holds NaN or infinite values, not a labelmap.")
     check_label_values(array, str(path))
-    layered = array.ndim > dim
-
-    segments: List[_Segment] = []
-    keys = set(reader.GetMetaDataKeys())
-    index = 0
-    while f"Segment{index}_Name" in keys or f"Segment{index}_ID" in keys:
-        name = reader.GetMetaData(f"Segment{index}_Name") if f"Segment{index}_Name" in keys \
-            else reader.GetMetaData(f"Segment{index}_ID")
-        value = int(reader.GetMetaData(f"Segment{index}_LabelValue")) if f"Segment{index}_LabelValue" in keys else 1
-        if f"Segment{index}_Layer" in keys:
-            layer = int(reader.GetMetaData(f"Segment{index}_Layer"))
-        else:
-            # Files from before Slicer 4.11 store one binary layer per segment.
-            layer = index if layered else 0
-        segments.append(_Segment(name.strip(), value, layer))
-        index += 1
-    return _Labelmap(str(path), image, array, segments, segmentation_file=bool(segments))
+    return _Labelmap(str(path), image, array, [])
 
 
 def _on_prediction_grid(pred: _Labelmap, ref: _Labelmap, resample: bool, notes: List[str]) -> None:
@@ -145,8 +121,6 @@ def _on_prediction_grid(pred: _Labelmap, ref: _Labelmap, resample: bool, notes: 
     series) are re-indexed exactly; another grid is resampled (nearest neighbour)
     only with ``resample``. Each change is said in ``notes``.
     """
-    from TransferSegLib.data.grid import Grid, grid_problems, lattice_permutation, permute_onto
-
     a, b = Grid.of(pred.image), Grid.of(ref.image)
     problems = grid_problems(a, b)
     if not problems:
@@ -172,8 +146,6 @@ def _on_prediction_grid(pred: _Labelmap, ref: _Labelmap, resample: bool, notes: 
 
 def _resampled(ref: _Labelmap, target: Any) -> np.ndarray:
     """Each layer of the reference resampled onto ``target`` (nearest neighbour, 0 outside it)."""
-    import SimpleITK as sitk
-
     layers = [ref.array[..., k] for k in range(ref.layers)] if ref.layered else [ref.array]
     out = []
     for layer in layers:
@@ -185,12 +157,10 @@ def _resampled(ref: _Labelmap, target: Any) -> np.ndarray:
 
 
 def _geometry_of(image: Any) -> Any:
-    import SimpleITK as sitk
-
     return sitk.VectorIndexSelectionCast(image, 0) if image.GetNumberOfComponentsPerPixel() > 1 else image
 
 
-def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Optional[List[_Segment]]:
+def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Optional[List[Segment]]:
     """The segments of ``f`` making up the selected class ``item`` (None: the file has none of them).
 
     A .seg.nrrd is matched by the class name first (its values are its own); values
@@ -201,11 +171,11 @@ def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Op
         if found is not None:
             return [found]
     if item.sources:
-        parts: List[Optional[_Segment]] = []
+        parts: List[Optional[Segment]] = []
         for source in item.sources:
             if isinstance(source, int):
                 parts.append(f.segment_with_value(source) if f.segmentation_file
-                             else _Segment(item.name, source))
+                             else _value_segment(item.name, source))
             else:
                 parts.append(f.find(source) if f.named else None)
         kept = [p for p in parts if p is not None]
@@ -214,7 +184,7 @@ def _class_parts(f: _Labelmap, item: Any, position: int, positional: bool) -> Op
         found = f.find(item.name)
         return [found] if found is not None else None
     if positional:
-        return [_Segment(item.name, position)]
+        return [_value_segment(item.name, position)]
     raise CaseError(f"'{f.path}' carries no label names, so '{item.name}' cannot be found by name: give its value "
                     f"('{item.name}=5'), or a names file with --label-names.")
 
@@ -240,7 +210,7 @@ def _pairs_for_labels(pred: _Labelmap, ref: _Labelmap, selection: Any) -> List[T
     return pairs
 
 
-def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[_Segment], Optional[_Segment]]]:
+def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[Segment], Optional[Segment]]]:
     if pred.named and ref.named:
         # The reference says which classes were annotated; extra predicted organs are not scored.
         pairs = [(s.name or str(s.value), pred.find(s.name or ""), s) for s in ref.segments]
@@ -261,8 +231,8 @@ def _default_pairs(pred: _Labelmap, ref: _Labelmap) -> List[Tuple[str, Optional[
         classes = [(f"label_{v}", v) for v in sorted(set(pred.values_present()) | set(ref.values_present()))]
     pairs = []
     for name, value in classes:
-        pred_segment = pred.segment_with_value(value) if pred.named else _Segment(name, value)
-        ref_segment = ref.segment_with_value(value) if ref.named else _Segment(name, value)
+        pred_segment = pred.segment_with_value(value) if pred.named else _value_segment(name, value)
+        ref_segment = ref.segment_with_value(value) if ref.named else _value_segment(name, value)
         pairs.append((name, pred_segment, ref_segment))
     return pairs
 
@@ -290,7 +260,7 @@ def evaluate_files(prediction: str, reference: str, labels: Any = None, toleranc
 
         table = sorted(read_label_table(names_file).names.items())
         for plain in (f for f in (pred, ref) if not f.named):
-            plain.segments = [_Segment(n, v) for v, n in table]
+            plain.segments = [_value_segment(n, v) for v, n in table]
     _on_prediction_grid(pred, ref, resample, notes if notes is not None else [])
     selection = parse_labels(labels) if labels else None
     pairs = _pairs_for_labels(pred, ref, selection) if selection else _default_pairs(pred, ref)

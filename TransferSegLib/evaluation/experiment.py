@@ -12,36 +12,21 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from TransferSegLib.data.cases import Case, load_case
+from TransferSegLib.data.cases import load_case
 from TransferSegLib.errors import CaseError
-from TransferSegLib.training.finetune import FinetuneSpec, run_finetune
-from TransferSegLib.inference.infer import predict_file
+from TransferSegLib.evaluation.experiment_spec import ExperimentSpec
 from TransferSegLib.evaluation.metrics import compute_metrics
+from TransferSegLib.inference.infer import predict_file
+from TransferSegLib.model_card import ModelCard
 from TransferSegLib.names import with_background
-from TransferSegLib.training.train import Reporter, TrainConfig
-
-
-@dataclass
-class ExperimentSpec:
-    name: str
-    pool: List[Case]
-    test_cases: List[Case]
-    labels: List[str]
-    output: str
-    base: str = "default"
-    strategies: List[str] = field(default_factory=lambda: ["scratch", "full", "decoder", "last-layers", "staged"])
-    sizes: List[int] = field(default_factory=lambda: [1, 2, 3, 5, 10])
-    repeats: int = 3
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(time_budget=60.0))
-    seed: int = 0
-    device: str = "auto"
-    folds: Optional[List[Dict[str, Any]]] = None  # leave-one-out folds: [{"pool": [...], "test": [...]}]
-    patch_size: Optional[Tuple[int, int, int]] = None  # None: the base model's
+from TransferSegLib.specs import Case, FinetuneSpec, TrainConfig
+from TransferSegLib.training.finetune import run_finetune
+from TransferSegLib.training.loop import Reporter
 
 
 @dataclass
@@ -78,12 +63,6 @@ def subsets(pool_size: int, size: int, repeats: int, seed: int) -> List[List[int
     return chosen
 
 
-def _folds(spec: ExperimentSpec) -> List[Dict[str, List[Case]]]:
-    if spec.folds:
-        return [{"pool": f["pool"], "test": f["test"]} for f in spec.folds]
-    return [{"pool": spec.pool, "test": spec.test_cases}]
-
-
 def run_experiment(
     spec: ExperimentSpec,
     reporter: Optional[Reporter] = None,
@@ -99,7 +78,7 @@ def run_experiment(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     labels = with_background(spec.labels)
     results: List[RunResult] = []
-    for fold_index, fold in enumerate(_folds(spec)):
+    for fold_index, fold in enumerate(spec.folds()):
         pool, tests = fold["pool"], fold["test"]
         if not pool or not tests:
             raise CaseError(f"Experiment '{spec.name}' fold {fold_index} needs training and test cases.")
@@ -142,7 +121,7 @@ def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels
     start = time.monotonic()
     result = run_finetune(fine, reporter=reporter, should_stop=should_stop, work_dir=str(run_dir / "work"))
     seconds = time.monotonic() - start
-    card = json.loads((result.model_dir / "model.json").read_text(encoding="utf-8"))
+    card = ModelCard.load(result.model_dir)
     per_case = []
     cleaned: List[str] = []
     for case, ref in references:
@@ -154,7 +133,7 @@ def _one_run(spec, strategy, size, repeat, fold, train_cases, references, labels
         metrics = compute_metrics(p, r, labels, ref.image.GetSpacing(), case=ref.name)
         per_case.append({"case": ref.name, "classes": [asdict(c) for c in metrics.classes]})
     return RunResult(strategy, size, repeat, fold, [c.name for c in train_cases], result.iterations, round(seconds, 1),
-                     per_case, strategy_used=str(card.get("strategy", strategy)), largest_component=list(cleaned))
+                     per_case, strategy_used=card.strategy or strategy, largest_component=list(cleaned))
 
 
 def _image_argument(case: Case) -> Path:
@@ -266,7 +245,7 @@ def _budget(config: TrainConfig) -> str:
 def _report(spec: ExperimentSpec, summary, results: Sequence[RunResult]) -> str:
     lines = [f"# Experiment: {spec.name}", "",
              f"Target labels: {', '.join(spec.labels)}; base model: `{spec.base}`; budget per run: {_budget(spec.train)}; "
-             f"repeats: {spec.repeats}; folds: {len(_folds(spec))}.", "",
+             f"repeats: {spec.repeats}; folds: {len(spec.folds())}.", "",
              "| strategy | training cases | Dice mean | std | min | max | n (case×class×repeat) |",
              "|---|---|---|---|---|---|---|"]
     for s in summary:

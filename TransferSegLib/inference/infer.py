@@ -15,18 +15,20 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from TransferSegLib.models.base_model import BaseModel
-from TransferSegLib.errors import ModelError
-from TransferSegLib.inference.cleanup import CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions
-from TransferSegLib.models.model_dir import load_model
-from TransferSegLib.inference import nnunet_window
-from TransferSegLib.paths import (check_outputs, output_error, remove_quietly, temporary_sibling,
-                                  write_group_atomically)
 from TransferSegLib.data.preprocess import PreprocessInfo, preprocess_image
+from TransferSegLib.errors import ModelError
+from TransferSegLib.inference import nnunet_window
+from TransferSegLib.inference.cleanup import (
+    CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions,
+)
 from TransferSegLib.inference.outputs import check_probabilities_path, normalized_entropy, restored_outputs
 from TransferSegLib.inference.restore_blocks import DEFAULT_BUDGET_BYTES, restore_labels
+from TransferSegLib.models.base_model import BaseModel
+from TransferSegLib.models.model_dir import load_model
+from TransferSegLib.paths import (check_outputs, output_error, remove_quietly, temporary_sibling,
+                                  write_group_atomically)
+from TransferSegLib.training.devices import resolve_device
 from TransferSegLib.training.memory import free_bytes, sliding_window_batch
-from TransferSegLib.training.train import resolve_device
 
 # Above this size the model-resolution probabilities are kept in float16: values in
 # [0, 1] keep three significant digits, which moves the argmax only where two
@@ -268,8 +270,10 @@ def predict_file(
     together or not at all; an output that is an input or inside the model
     folder is refused before the model is even loaded.
     """
-    from TransferSegLib.data.channels import order_channels, parse_image_argument, read_channels
-    from TransferSegLib.data.imageio import check_not_blank, image_writer, prepare_labelmap
+    from TransferSegLib.data.channels import order_channels, read_channels
+    from TransferSegLib.data.images import check_not_blank
+    from TransferSegLib.data.labelmaps import image_writer, prepare_labelmap
+    from TransferSegLib.specs import parse_image_argument
     from TransferSegLib.names import label_color
 
     output_path = Path(output_path)

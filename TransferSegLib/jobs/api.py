@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from TransferSegLib.errors import JobError, OutputError, TransferSegError
-from TransferSegLib.jobs.events import EventReader, EventWriter, read_events
-from TransferSegLib.jobs.failures import describe_failure
+from TransferSegLib.jobs.admission import record_refusal, with_absolute_paths
+from TransferSegLib.jobs.events import EventReader, read_events
 from TransferSegLib.jobs.follow import follow_job
 from TransferSegLib.jobs.launch import launch_worker, read_launch_record, worker_command
 from TransferSegLib.jobs.layout import CANCEL, EVENTS, SPEC, jobs_root, new_job_directory, now_iso
 from TransferSegLib.jobs.processes import kill_tree, pid_alive, send_terminate
 from TransferSegLib.jobs.spec import JobSpec
 from TransferSegLib.jobs.state import JobState, read_state, this_host, write_state
-from TransferSegLib.jobs.status import EventSummary, JobStatus, death_message, log_tail
+from TransferSegLib.jobs.status import EventSummary, JobStatus, record_death
 from TransferSegLib.paths import write_text_atomically
 
 
@@ -70,16 +70,16 @@ class Job:
             except JobError as exc:
                 directory.mkdir(parents=True, exist_ok=True)
                 (directory / SPEC).write_text(json.dumps(spec, indent=2, default=str) + "\n", encoding="utf-8")
-                _record_refusal(directory, exc)
+                record_refusal(directory, exc)
                 raise
-        spec = _with_absolute_paths(copy.deepcopy(spec))  # a busy device does not refuse: the worker queues
+        spec = with_absolute_paths(copy.deepcopy(spec))  # a busy device does not refuse: the worker queues
         directory.mkdir(parents=True, exist_ok=True)
         spec.save(directory / SPEC)
         write_state(directory, JobState(state="queued"))
         try:
             spec.check_inputs()
         except TransferSegError as exc:
-            _record_refusal(directory, exc)
+            record_refusal(directory, exc)
             raise
         job = cls(directory)
         job._spec = spec
@@ -127,7 +127,7 @@ class Job:
             self.process = launch_worker(self.directory, command, env)
         except OSError as exc:
             error = JobError(f"Cannot start the worker '{command[0]}': {exc}.")
-            _record_refusal(self.directory, error,
+            record_refusal(self.directory, error,
                             hint="Check the Python interpreter (in Slicer: PythonSlicer next to the Slicer executable).")
             raise error from exc
 
@@ -315,33 +315,11 @@ class Job:
         self._record_death(state)
 
     def _record_death(self, state: JobState) -> None:
-        """A worker gone without an end state: the end is written first (any front end may; all write the same),
-        then one front end adds the event. On a full disk the end is kept in memory and shown from there."""
         code = self.process.returncode if self.process is not None else None
-        tail = log_tail(self.directory)
         self._summary.update()
-        iteration = self._summary.progress.get("iteration")
-        if (self.directory / CANCEL).exists():
-            message = "Stopped." if state.state == "running" else "Stopped before training started."
-            event: Dict[str, Any] = {"kind": "cancelled", "message": message, "iteration": iteration, "exit_code": code}
-            state.state, state.message, state.exit_code = "cancelled", message, code
-        else:
-            message, hint = death_message(code, state, self.directory, iteration)
-            event = {"kind": "error", "type": "WorkerDied", "message": message, "hint": hint, "exit_code": code,
-                     "stderr_tail": tail}
-            state.state, state.message, state.hint, state.error_type = "failed", message, hint, "WorkerDied"
-            state.exit_code, state.stderr_tail = code, tail
-        state.iteration = iteration
-        try:
-            write_state(self.directory, state)
-        except (OutputError, OSError):
-            self._ended = state
-        try:  # several front ends may notice at once: one adds the event
-            fd = os.open(str(self.directory / f".ended-attempt-{state.attempt}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.close(fd)
-            EventWriter(self.directory / EVENTS).event(event.pop("kind"), **event)
-        except OSError:
-            return
+        unwritten = record_death(self.directory, state, code, self._summary.progress.get("iteration"))
+        if unwritten is not None:
+            self._ended = unwritten
 
 
 def _cancel_age_s(directory: Path) -> Optional[float]:
@@ -349,36 +327,6 @@ def _cancel_age_s(directory: Path) -> Optional[float]:
         return time.time() - (directory / CANCEL).stat().st_mtime
     except OSError:
         return None
-
-
-def _record_refusal(directory: Path, exc: BaseException, hint: Optional[str] = None) -> None:
-    """A job that cannot start still leaves its reason in events.jsonl and state.json."""
-    failure = describe_failure(exc)
-    if hint:
-        failure["hint"] = hint
-    failure.pop("traceback", None)
-    write_state(directory, JobState(state="failed", message=failure["message"], error_type=failure["type"],
-                                    hint=failure["hint"], exit_code=getattr(exc, "exit_code", 2)))
-    try:
-        EventWriter(directory / EVENTS).event("error", **failure)
-    except OSError:
-        pass  # the state above says it
-
-
-def _with_absolute_paths(spec: JobSpec) -> JobSpec:
-    """Paths as the worker will see them: absolute, since it may not share the caller's folder."""
-    def absolute(value: Optional[str]) -> Optional[str]:
-        return str(Path(value).expanduser().absolute()) if value else value
-
-    for case in spec.cases + spec.val_cases:
-        for key in ("image", "label", "region"):
-            case[key] = absolute(case.get(key))
-    if spec.output:
-        spec.output = str(absolute(spec.output))
-    base = Path(spec.base).expanduser()
-    if base.exists():
-        spec.base = str(base.absolute())
-    return spec
 
 
 # --- functions the command line and the Slicer Logic call -------------------------------------------

@@ -99,7 +99,7 @@ class DistributedRun:
         import torch
         import torch.optim.optimizer as optim_hooks
 
-        from TransferSegLib.training.train import resolve_device
+        from TransferSegLib.training.devices import resolve_device
 
         config = finetune_spec.train
         if not config.iterations:
@@ -181,7 +181,7 @@ class DistributedRun:
     def run_follower(self, resume: bool, stop: Callable[[], bool]) -> int:
         """Train as rank K: no events, no state; errors go to stderr (worker.log), torchrun ends the rest."""
         from TransferSegLib.training.finetune import run_finetune
-        from TransferSegLib.training.train import resolve_device
+        from TransferSegLib.training.devices import resolve_device
         from TransferSegLib.jobs.lock import DeviceLock
 
         lock = None

@@ -7,26 +7,27 @@ silently ignored, and a spec from a newer version is refused with a clear messag
 Importing this module does not import torch.
 """
 
+import copy
 import json
-import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from TransferSegLib.errors import CaseError, JobError, ModelError, TransferSegError
+from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.errors import CaseError, ConfigError, JobError, ModelError
+from TransferSegLib.evaluation.experiment_spec import ExperimentSpec
 from TransferSegLib.jobs.layout import now_iso
 from TransferSegLib.paths import write_text_atomically
+from TransferSegLib.specs import CASE_FIELDS, DEFAULT_STRATEGY, Case, FinetuneSpec, TrainConfig, check_strategy
 
 SPEC_VERSION = 1
 TASKS = ("finetune", "experiment")
-STRATEGIES = ("scratch", "full", "decoder", "last-layers", "staged")
-CASE_FIELDS = ("image", "label", "label_names", "annotated", "region", "name", "unselected")
 
 
 def _case_dict(case: Any, where: str) -> Dict[str, Any]:
-    """A case as the plain dict spec.json holds; accepts a ``cases.Case`` or a dict."""
-    if hasattr(case, "to_dict"):
-        case = case.to_dict()
+    """A case as the plain dict spec.json holds (``Case.to_dict``); accepts a ``Case`` or a dict."""
+    if isinstance(case, Case):
+        return case.to_dict()
     if not isinstance(case, dict):
         raise JobError(f"{where} must be an object with 'image' and 'label', got {case!r}.")
     unknown = sorted(set(case) - set(CASE_FIELDS))
@@ -34,40 +35,29 @@ def _case_dict(case: Any, where: str) -> Dict[str, Any]:
         raise JobError(f"{where}: unknown field '{unknown[0]}'; a case has the fields {', '.join(CASE_FIELDS)}.")
     if not case.get("image"):
         raise JobError(f"{where} has no 'image'.")
-    names = case.get("label_names") or {}
     try:
-        names = {str(int(k)): str(v) for k, v in names.items()}
-    except (AttributeError, ValueError) as exc:
-        raise JobError(f"{where}.label_names must map label values to names, got {names!r}.") from exc
-    out = {
-        "image": str(case["image"]),
-        "label": str(case["label"]) if case.get("label") else None,
-        "label_names": names,
-        "annotated": list(case["annotated"]) if case.get("annotated") is not None else None,
-        "region": str(case["region"]) if case.get("region") else None,
-        "name": str(case.get("name") or ""),
-    }
-    if case.get("unselected"):  # what unnamed label values become (cases.Case); absent: refused
-        out["unselected"] = str(case["unselected"])
-    return out
+        return Case.from_dict(dict(case)).to_dict()
+    except CaseError as exc:
+        raise JobError(f"{where}: {exc}") from exc
 
 
-def _train_dict(train: Any) -> Dict[str, Any]:
-    """Training settings as a plain dict; checked against ``TrainConfig`` only when torch is around.
+def _train_config(train: Any) -> TrainConfig:
+    """The job's training settings, typed; a misspelled or impossible setting is a JobError naming it."""
+    if isinstance(train, TrainConfig):
+        return train
+    try:
+        return TrainConfig.from_dict(dict(train or {}))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise JobError(f"spec.json 'train': {exc}") from exc
 
-    The front end may run without torch (a plain Slicer before dependencies are
-    installed), so the authoritative check is the worker's ``to_finetune_spec``.
-    """
-    if hasattr(train, "to_dict"):
-        train = train.to_dict()
-    if train is None:
-        return {}
-    if not isinstance(train, dict):
-        raise JobError(f"'train' must be an object of training settings, got {train!r}.")
-    data = dict(train)
-    if data.get("patch_size") is not None:
-        data["patch_size"] = [int(v) for v in data["patch_size"]]
-    return data
+
+def _experiment_spec(experiment: Any) -> ExperimentSpec:
+    if isinstance(experiment, ExperimentSpec):
+        return experiment
+    try:
+        return ExperimentSpec.from_dict(experiment)
+    except (ConfigError, CaseError) as exc:
+        raise JobError(f"spec.json 'experiment': {exc}") from exc
 
 
 @dataclass
@@ -77,9 +67,9 @@ class JobSpec:
     base: str = "default"
     cases: List[Dict[str, Any]] = field(default_factory=list)
     labels: List[str] = field(default_factory=list)
-    strategy: str = "auto"
+    strategy: str = DEFAULT_STRATEGY
     output: str = ""
-    train: Dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
     val_cases: List[Dict[str, Any]] = field(default_factory=list)
     device: Optional[str] = None
     seed: Optional[int] = None
@@ -90,9 +80,9 @@ class JobSpec:
     keep_checkpoints: bool = False  # keep the job's checkpoints after it finished (failed/cancelled: always kept)
     processes: int = 1  # data-parallel processes (one per GPU) started through torchrun
     task: str = "finetune"
-    # task "experiment": the options of `transferseg experiment` (argument name -> value); the
-    # worker rebuilds the experiment from them, so a resumed job skips the runs already done.
-    experiment: Optional[Dict[str, Any]] = None
+    # task "experiment": the experiment, cases resolved; a resumed job rebuilds the same runs
+    # from it and skips those already done.
+    experiment: Optional[ExperimentSpec] = None
     version: int = SPEC_VERSION
     created: str = ""
 
@@ -106,17 +96,19 @@ class JobSpec:
                 f"The job spec has version {self.version} but this TransferSeg reads up to version {SPEC_VERSION}: "
                 f"update TransferSeg on the machine running the job."
             )
-        if self.strategy != "auto" and self.strategy not in STRATEGIES:
-            raise JobError(f"Unknown strategy '{self.strategy}': use one of {', '.join(STRATEGIES)}.")
+        try:
+            self.strategy = check_strategy(self.strategy)
+        except ConfigError as exc:
+            raise JobError(str(exc)) from exc
         self.base = str(self.base)
         self.cases = [_case_dict(c, f"cases[{i}]") for i, c in enumerate(self.cases or [])]
         self.val_cases = [_case_dict(c, f"val_cases[{i}]") for i, c in enumerate(self.val_cases or [])]
         self.labels = [str(n) for n in (self.labels or [])]
-        self.train = _train_dict(self.train)
+        self.train = _train_config(self.train)
         # Top-level device/seed win over the train settings; either may be given.
-        self.device = str(self.device or self.train.get("device") or "auto")
-        self.seed = int(self.seed if self.seed is not None else self.train.get("seed", 0) or 0)
-        self.train["device"], self.train["seed"] = self.device, self.seed
+        self.device = str(self.device or self.train.device or "auto")
+        self.seed = int(self.seed if self.seed is not None else self.train.seed or 0)
+        self.train.device, self.train.seed = self.device, self.seed
         if hasattr(self.recipe, "to_dict"):
             self.recipe = self.recipe.to_dict()  # type: ignore[union-attr]
         if self.patch_size is not None:
@@ -125,8 +117,9 @@ class JobSpec:
                 raise JobError(f"'patch_size' must be three numbers (x, y, z), got {self.patch_size}.")
         self.output = str(self.output or "")
         if self.task == "experiment":
-            if not isinstance(self.experiment, dict) or not self.experiment:
-                raise JobError("An experiment job needs 'experiment': the options of 'transferseg experiment'.")
+            if not self.experiment:
+                raise JobError("An experiment job needs 'experiment': what 'transferseg experiment' runs.")
+            self.experiment = _experiment_spec(self.experiment)
         elif self.experiment is not None:
             raise JobError(f"'experiment' belongs to experiment jobs, not to a '{self.task}' job.")
         if not isinstance(self.processes, int) or self.processes < 1:
@@ -136,7 +129,10 @@ class JobSpec:
     # --- JSON -----------------------------------------------------------------------------
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["train"] = self.train.to_dict()
+        data["experiment"] = self.experiment.to_dict() if self.experiment is not None else None
+        return copy.deepcopy(data)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], source: str = "spec.json") -> "JobSpec":
@@ -183,25 +179,15 @@ class JobSpec:
         patch = list(spec.patch_size) if getattr(spec, "patch_size", None) else None
         return cls(
             base=spec.base, cases=list(spec.cases), labels=list(spec.labels), strategy=spec.strategy,
-            output=str(spec.output), train=spec.train.to_dict(), val_cases=list(spec.val_cases),
+            output=str(spec.output), train=copy.deepcopy(spec.train), val_cases=list(spec.val_cases),
             device=spec.train.device, seed=spec.train.seed, name=getattr(spec, "name", ""),
             recipe=recipe, patch_size=patch, offline=bool(getattr(spec, "offline", False)),
             keep_checkpoints=bool(getattr(spec, "keep_checkpoints", False)),
         )
 
     def to_finetune_spec(self):
-        """The engine's ``FinetuneSpec`` (imports torch). Bad training settings raise ``JobError``."""
-        from TransferSegLib.data.cases import Case
-        from TransferSegLib.training.finetune import FinetuneSpec
-        from TransferSegLib.data.recipe import Recipe
-        from TransferSegLib.training.train import TrainConfig
-
-        try:
-            config = TrainConfig.from_dict(dict(self.train))
-        except TransferSegError as exc:
-            raise JobError(f"spec.json 'train': {exc}") from exc
-        except TypeError as exc:
-            raise JobError(f"spec.json 'train': {exc}") from exc
+        """The engine's ``FinetuneSpec``."""
+        config = copy.deepcopy(self.train)
         config.device, config.seed = str(self.device), int(self.seed or 0)
         recipe = Recipe.from_dict(self.recipe) if self.recipe else None
         patch = tuple(self.patch_size) if self.patch_size else None
@@ -220,17 +206,13 @@ class JobSpec:
 
         The worker repeats the full checks (reading every image) before training.
         """
-        if self.task == "experiment":
-            from TransferSegLib.commands.experiment import check_options
-
-            check_options(self.experiment or {})
+        if self.experiment is not None:
+            self.experiment.check()
             return
-        train_module = sys.modules.get(__package__.rsplit(".", 1)[0] + ".train")
-        if train_module is not None:  # torch is loaded anyway (the command line): check the settings now
-            try:
-                train_module.TrainConfig.from_dict(dict(self.train))
-            except (TransferSegError, TypeError) as exc:
-                raise JobError(f"spec.json 'train': {exc}") from exc
+        try:
+            self.train.check()
+        except ConfigError as exc:
+            raise JobError(f"spec.json 'train': {exc}") from exc
         if not self.cases:
             raise CaseError("The job has no training cases: give --image/--label pairs or --dataset dataset.json.")
         if not self.output:

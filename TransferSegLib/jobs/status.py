@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from TransferSegLib.jobs.events import EventReader
-from TransferSegLib.jobs.layout import LOG
-from TransferSegLib.jobs.state import JobState
+from TransferSegLib.errors import OutputError
+from TransferSegLib.jobs.events import EventReader, EventWriter
+from TransferSegLib.jobs.layout import CANCEL, EVENTS, LOG
+from TransferSegLib.jobs.state import JobState, write_state
 
 STDERR_TAIL_LINES = 20
 
@@ -121,3 +122,33 @@ def death_message(code: Optional[int], state: JobState, directory: Path, iterati
         what = f"The worker process ended {when} without reporting a result."
         hint = f"The last lines of worker.log (below) show why. Resume with 'transferseg job resume {directory}'."
     return what, hint
+
+
+def record_death(directory: Path, state: JobState, code: Optional[int], iteration: Optional[int]) -> Optional[JobState]:
+    """A worker gone without an end state: the end is written first (any front end may; all write the same),
+    then one front end adds the event. Returns the end state when a full disk kept it from being written
+    (the front end shows it from memory), else None."""
+    tail = log_tail(directory)
+    if (directory / CANCEL).exists():
+        message = "Stopped." if state.state == "running" else "Stopped before training started."
+        event: Dict[str, Any] = {"kind": "cancelled", "message": message, "iteration": iteration, "exit_code": code}
+        state.state, state.message, state.exit_code = "cancelled", message, code
+    else:
+        message, hint = death_message(code, state, directory, iteration)
+        event = {"kind": "error", "type": "WorkerDied", "message": message, "hint": hint, "exit_code": code,
+                 "stderr_tail": tail}
+        state.state, state.message, state.hint, state.error_type = "failed", message, hint, "WorkerDied"
+        state.exit_code, state.stderr_tail = code, tail
+    state.iteration = iteration
+    unwritten: Optional[JobState] = None
+    try:
+        write_state(directory, state)
+    except (OutputError, OSError):
+        unwritten = state
+    try:  # several front ends may notice at once: one adds the event
+        fd = os.open(str(directory / f".ended-attempt-{state.attempt}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+        EventWriter(directory / EVENTS).event(event.pop("kind"), **event)
+    except OSError:
+        pass
+    return unwritten

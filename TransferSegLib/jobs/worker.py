@@ -239,7 +239,7 @@ class Worker:
             spec = JobSpec.load(self.job_dir / SPEC)
             spec.check_inputs()
             finetune_spec = spec.to_finetune_spec() if spec.task == "finetune" else None  # imports torch
-            from TransferSegLib.training.train import resolve_device
+            from TransferSegLib.training.devices import resolve_device
 
             device = resolve_device(spec.device)
             if self.distributed is not None:
@@ -288,7 +288,7 @@ class Worker:
                 finetune_spec, work_dir, self.reporter, self.stop)
 
         def remember(batch: int, patch: Tuple[int, ...]) -> None:
-            spec.train["batch_size"], spec.patch_size = batch, list(patch)
+            spec.train.batch_size, spec.patch_size = batch, list(patch)
             spec.save(self.job_dir / SPEC)  # a later resume uses the settings that fit
 
         def run(fspec: Any, resume_now: bool) -> Any:
@@ -303,10 +303,10 @@ class Worker:
         stops the current run (no result kept) and ``job resume`` redoes only what
         is not done.
         """
-        from TransferSegLib.commands.experiment import build_spec, options_from_spec
-        from TransferSegLib.evaluation.experiment import run_experiment
+        from TransferSegLib.evaluation.experiment import run_experiment  # torch: after the stop handler is set
 
-        experiment = build_spec(options_from_spec(spec.experiment or {}))
+        experiment = spec.experiment
+        assert experiment is not None  # JobSpec refuses an experiment job without one
 
         def on_run(result: Any, skipped: bool) -> None:
             self.writer.event("run", fold=result.fold, strategy=result.strategy, size=result.size,

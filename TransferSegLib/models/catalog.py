@@ -9,24 +9,27 @@ checkpoint plus a spec, registered with ``transferseg models add``) and ``bundle
 ``<cache_dir>/user_models.json`` so that they survive upgrades of TransferSeg.
 
 Listing needs no torch: only JSON files are read, so the Slicer panel can show
-the catalog before the heavy dependencies are installed.
+the catalog before the heavy dependencies are installed. Getting a model's weights
+is in ``resolve.py``; registering a user's model (which builds its network, so
+needs torch) in ``register.py``.
 """
 
 import json
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
-from TransferSegLib.models.base_model import BaseModel, KeyMap
-from TransferSegLib.paths import shipped_catalog_path, write_atomically, write_json_atomically
-from TransferSegLib.models.download import cache_dir, download, file_checksum, is_offline, parse_checksum, use_local_file
-from TransferSegLib.errors import DownloadError, ModelError
-from TransferSegLib.training.networks import NetworkSpec
 from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.errors import ModelError
 from TransferSegLib.models import totalsegmentator
-from TransferSegLib.models.nnunet import catalog_fields, is_nnunet_folder
+from TransferSegLib.models.base_model import BaseModel
+from TransferSegLib.models.download import cache_dir
+from TransferSegLib.models.nnunet import catalog_fields
+from TransferSegLib.models.packages import installed_package_file
+from TransferSegLib.paths import shipped_catalog_path, write_json_atomically
+from TransferSegLib.specs import KeyMap, NetworkSpec
 
 CATALOG_FORMAT = "transferseg-catalog"
 CATALOG_VERSION = 1
@@ -34,7 +37,7 @@ USER_FORMAT = "transferseg-user-models"
 SOURCES = ("catalog", "package", "user", "bundle", "nnunet", "totalseg")
 #: Sources whose weights are a local file or folder named by ``checkpoint``.
 LOCAL_SOURCES = ("user", "bundle", "nnunet", "totalseg")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass
@@ -87,7 +90,7 @@ class CatalogEntry:
         missing = [k for k in ("name", "network", "labels", "recipe", "patch_size") if k not in data]
         if missing:
             raise ModelError(f"{what} lacks the fields {missing}.")
-        if not _NAME.match(name):
+        if not NAME_PATTERN.match(name):
             raise ModelError(f"{what}: a name may hold only letters, digits, '.', '_' and '-'.")
         values = dict(data)
         try:
@@ -132,7 +135,7 @@ class CatalogEntry:
         folder = cache_dir(cache_root) / "models" / self.name
         if self.archive:
             return folder / "files" / (self.weights_path_in_archive or "")
-        return folder / _url_file_name(self.url, self.name)
+        return folder / url_file_name(self.url, self.name)
 
     def cached(self, cache_root: Optional[Path] = None) -> bool:
         """True when the model can be used without network access."""
@@ -160,9 +163,9 @@ class CatalogEntry:
                          source=self.source, card=card, encoder_only=self.encoder_only)
 
 
-def _url_file_name(url: str, fallback: str) -> str:
+def url_file_name(url: str, fallback: str) -> str:
     name = Path(urlparse(url).path).name
-    return name if name and _NAME.match(name) else fallback + ".pt"
+    return name if name and NAME_PATTERN.match(name) else fallback + ".pt"
 
 
 # ---------------------------------------------------------------------------
@@ -198,29 +201,6 @@ def _check_unique(entries: List[CatalogEntry], where: str) -> None:
         seen.add(key)
 
 
-def installed_package_file(package: str, resource: str) -> Optional[Path]:
-    """A file of an installed distribution, found from its file list (without importing it).
-
-    Importing e.g. deepbet would pull in its GUI and image-processing dependencies;
-    the distribution metadata says where its files are, also for data folders
-    installed beside the package rather than inside it.
-    """
-    if not package or not resource:
-        return None
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution(package)
-    except metadata.PackageNotFoundError:
-        return None
-    wanted = resource.replace("\\", "/").strip("/")
-    for item in dist.files or []:
-        if str(item).replace("\\", "/") == wanted:
-            path = Path(str(dist.locate_file(item)))
-            return path if path.is_file() else None
-    return None
-
-
 def user_models_path(cache_root: Optional[Path] = None) -> Path:
     return cache_dir(cache_root) / "user_models.json"
 
@@ -240,7 +220,7 @@ def read_user_models(cache_root: Optional[Path] = None) -> List[CatalogEntry]:
             for e in data.get("models", [])]
 
 
-def _write_user_models(entries: List[CatalogEntry], cache_root: Optional[Path]) -> None:
+def write_user_models(entries: List[CatalogEntry], cache_root: Optional[Path]) -> None:
     path = user_models_path(cache_root)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": USER_FORMAT, "version": 1, "models": [e.to_dict() for e in entries]}
@@ -266,7 +246,7 @@ def nnunet_entry(path: Path, name: str, source: str = "nnunet", **extra: Any) ->
     """A catalog entry for an nnU-Net v2 trained model folder (JSON files only; the weights stay where they are)."""
     fields_ = catalog_fields(path, extra.pop("labels", None))
     fields_.update(extra)
-    return CatalogEntry(name=_valid_name(name), source=source, checkpoint=str(Path(path)), **fields_)
+    return CatalogEntry(name=valid_name(name), source=source, checkpoint=str(Path(path)), **fields_)
 
 
 def totalsegmentator_entries(home: Optional[Path] = None) -> List[CatalogEntry]:
@@ -286,242 +266,8 @@ def find_model(name: str, cache_root: Optional[Path] = None) -> CatalogEntry:
     )
 
 
-# ---------------------------------------------------------------------------
-# Getting the weights
-
-
-def fetch_weights(entry: CatalogEntry, offline: bool = False, cache_root: Optional[Path] = None,
-                  progress: Optional[Callable[[int, Optional[int]], None]] = None,
-                  allow_unverified: bool = False, local_file: Optional[Path] = None) -> Path:
-    """The local weights file of ``entry``, downloaded, verified and extracted if needed.
-
-    ``local_file`` is the published file obtained some other way (a computer without
-    network access): it is checked against the catalog's checksum and size exactly
-    like a download, then copied into the cache; naming it is the user's consent
-    when the publisher gives no checksum.
-    """
-    if entry.source == "package":
-        path = entry.weights_file(cache_root)
-        if path is None:
-            raise ModelError(f"Model '{entry.name}' comes with the Python package '{entry.package}', which is not "
-                             f"installed here. Install it with 'pip install {entry.package}=={entry.version}' and "
-                             f"try again.")
-        _check_file(entry, path, f"the file installed by {entry.package} {entry.version}",
-                    f"Another version of {entry.package} may be installed: 'pip install {entry.package}=={entry.version}'.")
-        return path
-    if entry.source in LOCAL_SOURCES:
-        return _local_weights(entry)
-    if not entry.url:
-        raise ModelError(f"Model '{entry.name}' has no download URL in the catalog.")
-    target = entry.weights_file(cache_root)
-    assert target is not None
-    folder = cache_dir(cache_root) / "models" / entry.name
-    if local_file is not None:
-        downloaded = use_local_file(Path(local_file).expanduser(), folder / _url_file_name(entry.url, entry.name),
-                                    sha256=entry.sha256, size=entry.size_bytes)
-    else:
-        if target.is_file() and (entry.archive or not entry.verified):
-            # Extracted from a verified archive, or downloaded earlier with the user's explicit consent.
-            return target
-        if not entry.verified and not allow_unverified:
-            raise DownloadError(
-                f"The publisher of '{entry.name}' gives no checksum for {entry.url}, so TransferSeg cannot verify "
-                f"the download. To use it anyway, pass --allow-unverified (or allow_unverified=True): you trust "
-                f"the server then. Or download it yourself and pass it with --file."
-            )
-        downloaded = download(entry.url, folder / _url_file_name(entry.url, entry.name), sha256=entry.sha256,
-                              size=entry.size_bytes, progress=progress, offline=is_offline(offline))
-    if not entry.archive:
-        return downloaded
-    from TransferSegLib.models.archive import safe_extract
-
-    extracted = folder / "files"
-    if extracted.exists():
-        import shutil
-
-        shutil.rmtree(extracted)  # an earlier extraction without the weights: start clean
-    safe_extract(downloaded, extracted)
-    if not target.is_file():
-        raise ModelError(f"The archive {downloaded} of '{entry.name}' has no '{entry.weights_path_in_archive}'; "
-                         f"the catalog entry's weights_path_in_archive is wrong.")
-    return target
-
-
-def _local_weights(entry: CatalogEntry) -> Path:
-    path = Path(entry.checkpoint or "").expanduser()
-    if not path.exists():
-        raise ModelError(f"The file of your model '{entry.name}' is gone: '{path}'. Put it back, or register it "
-                         f"again with 'transferseg models add'.")
-    if entry.source == "user":
-        _check_file(entry, path, "the file registered", "Register it again with 'transferseg models add' if the "
-                    "new file is the one you want.")
-    return path
-
-
-def _check_file(entry: CatalogEntry, path: Path, what: str, hint: str) -> None:
-    if not entry.sha256 or not path.is_file():
-        return
-    expected = parse_checksum(entry.sha256)
-    if file_checksum(path, expected.algorithm) != expected.digest:
-        raise ModelError(f"'{path}' is not {what} as '{entry.name}': its checksum differs. {hint}")
-
-
-def download_model(name: str, progress: Optional[Callable[[int, Optional[int]], None]] = None,
-                   cache_root: Optional[Path] = None, offline: bool = False, allow_unverified: bool = False,
-                   local_file: Optional[Path] = None) -> Path:
-    """Download (and verify) a catalog model's weights, or take ``local_file`` instead; returns the weights file."""
-    return fetch_weights(find_model(name, cache_root), offline=offline, cache_root=cache_root, progress=progress,
-                         allow_unverified=allow_unverified, local_file=local_file)
-
-
-def resolve_catalog_model(name: str, offline: bool = False, cache_root: Optional[Path] = None,
-                          progress: Optional[Callable[[int, Optional[int]], None]] = None,
-                          allow_unverified: bool = False) -> BaseModel:
-    """A catalog, package, user or bundle model by name, with its weights on disk."""
-    entry = find_model(name, cache_root)
-    if entry.source in ("nnunet", "totalseg"):
-        from TransferSegLib.models.nnunet_weights import nnunet_base_model
-
-        return nnunet_base_model(_local_weights(entry), name=entry.name, license_text=entry.license,
-                                 non_commercial=entry.non_commercial, labels=entry.labels)
-    if entry.source == "bundle":
-        from TransferSegLib.models.bundle import import_bundle
-
-        model = import_bundle(_local_weights(entry), cache_root=cache_root)
-        model.name = entry.name
-        model.source = "bundle"
-        return model
-    weights = fetch_weights(entry, offline=offline, cache_root=cache_root, progress=progress,
-                            allow_unverified=allow_unverified)
-    return entry.to_base_model(weights)
-
-
-# ---------------------------------------------------------------------------
-# User models
-
-
-def add_user_model(path, name: Optional[str] = None, spec: Any = None, cache_root: Optional[Path] = None) -> str:
-    """Register a local checkpoint (with a spec: a JSON file or dict) or a MONAI bundle under ``name``.
-
-    The network is built and the weights loaded before anything is registered, so
-    a registered model is known to load. Returns the name to pass as ``--base``.
-    """
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise ModelError(f"'{path}' does not exist.")
-    is_bundle = (path.is_dir() and (path / "configs").is_dir()) or path.suffix == ".zip"
-    if is_nnunet_folder(path):
-        from TransferSegLib.models.nnunet_weights import load_nnunet_model
-
-        load_nnunet_model(path)  # registered only if it loads
-        entry = nnunet_entry(path, name or path.parent.name, description=f"nnU-Net v2 model folder {path}")
-    elif is_bundle:
-        from TransferSegLib.models.bundle import import_bundle
-
-        base = import_bundle(path, cache_root=cache_root)
-        name = name or base.name
-        entry = CatalogEntry(name=_valid_name(name), network=base.network, labels=list(base.labels),
-                             recipe=base.recipe, patch_size=base.patch_size, title=str(base.card.get("name", name)),
-                             modality=base.modality, license=base.license, non_commercial=base.non_commercial,
-                             key_map=base.key_map, source="bundle", checkpoint=str(path), encoder_only=base.encoder_only)
-    else:
-        if path.is_dir():
-            raise ModelError(f"'{path}' is a folder but not a MONAI bundle (no configs/): give a checkpoint file.")
-        if spec is None:
-            raise ModelError(f"Registering the checkpoint '{path}' needs a spec (--spec SPEC.json) describing its "
-                             f"network, labels, recipe and patch size.")
-        data = _read_spec(spec)
-        data.update(name=_valid_name(name or path.stem), source="user", checkpoint=str(path))
-        data["sha256"] = "sha256:" + file_checksum(path)
-        data["size_bytes"] = path.stat().st_size
-        entry = CatalogEntry.from_dict(data, where=f"the spec for '{path.name}'", trusted=True)
-        _check_loads(entry, path)
-    if entry.name.lower() in {e.name.lower() for e in read_catalog(shipped_catalog_path())}:
-        raise ModelError(f"'{entry.name}' is the name of a catalog model; choose another --name.")
-    others = [e for e in read_user_models(cache_root) if e.name.lower() != entry.name.lower()]
-    _write_user_models(others + [entry], cache_root)
-    return entry.name
-
-
-def add_inflated_model(checkpoint_2d, spec: Any, name: str, depth_mode: str = "center",
-                       cache_root: Optional[Path] = None) -> str:
-    """Register a 3D network whose weights come from a 2D network (cross-dimensional transfer).
-
-    ``spec`` describes the 3D network (``spatial_dims`` 3) of the same class and
-    widths as the 2D one the checkpoint belongs to; its ``key_map`` reads the 2D
-    file. Each 2D kernel becomes a 3D one (``center``: on the middle slice, so the
-    3D network starts out acting slice by slice; ``average``: spread over depth).
-    The inflated weights are written into the cache, then registered like any
-    checkpoint, so ``--base NAME`` fine-tunes from them.
-    """
-    import torch
-
-    from TransferSegLib.models.checkpoints import map_keys, read_checkpoint, unwrap_state_dict
-    from TransferSegLib.training.networks import build_network
-    from TransferSegLib.training.transfer import inflate_2d_to_3d
-
-    path = Path(checkpoint_2d).expanduser().resolve()
-    data = _read_spec(spec)
-    entry = CatalogEntry.from_dict(dict(data, name=_valid_name(name), source="user"),
-                                   where=f"the spec for the inflated '{name}'", trusted=True)
-    if int(entry.network.args.get("spatial_dims", 3)) != 3:
-        raise ModelError(f"The spec for '{name}' must describe the 3D network (spatial_dims 3); the 2D weights "
-                         f"come from '{path.name}'.")
-    model = build_network(entry.network)
-    known = set(model.state_dict())
-    state_2d = map_keys(unwrap_state_dict(read_checkpoint(path), entry.key_map, where=f"'{path}'"), entry.key_map,
-                        known=known)
-    missing = inflate_2d_to_3d(state_2d, model, depth_mode=depth_mode)
-    if len(missing) == len(known):
-        raise ModelError(f"None of the tensors in '{path}' match the 3D network of the spec (e.g. it expects "
-                         f"'{sorted(known)[0]}', the file has '{sorted(state_2d)[0] if state_2d else 'nothing'}'). "
-                         f"Use the same network class and widths, or give the spec a key_map.")
-    out = cache_dir(cache_root) / "user" / f"{entry.name}-inflated-3d.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = model.state_dict()
-    write_atomically(out, lambda temporary: torch.save(state, str(temporary)))
-    card = dict(data.get("card") or {}, inflated_from=str(path), depth_mode=depth_mode,
-                tensors_without_2d_counterpart=missing)
-    spec_3d = dict(data, key_map=KeyMap().to_dict(), card=card,
-                   description=data.get("description") or f"3D network inflated from the 2D weights {path.name}")
-    return add_user_model(out, name=entry.name, spec=spec_3d, cache_root=cache_root)
-
-
-def remove_user_model(name: str, cache_root: Optional[Path] = None) -> None:
-    entries = read_user_models(cache_root)
-    kept = [e for e in entries if e.name.lower() != name.lower()]
-    if len(kept) == len(entries):
-        raise ModelError(f"'{name}' is not one of your registered models ('transferseg models list').")
-    _write_user_models(kept, cache_root)
-
-
-def _valid_name(name: str) -> str:
-    if not _NAME.match(str(name)):
+def valid_name(name: str) -> str:
+    """``name`` if a model may be called so (letters, digits, '.', '_', '-'); otherwise a ModelError."""
+    if not NAME_PATTERN.match(str(name)):
         raise ModelError(f"Model name '{name}' may hold only letters, digits, '.', '_' and '-'.")
     return str(name)
-
-
-def _read_spec(spec: Any) -> Dict[str, Any]:
-    if isinstance(spec, dict):
-        return dict(spec)
-    try:
-        data = json.loads(Path(spec).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"Cannot read the spec '{spec}': {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"The spec '{spec}' must be a JSON object with network, labels, recipe and patch_size.")
-    return data
-
-
-def _check_loads(entry: CatalogEntry, path: Path) -> None:
-    from TransferSegLib.models.checkpoints import load_state_dict
-    from TransferSegLib.training.networks import build_network
-
-    model = build_network(entry.network)
-    if entry.labels and not entry.encoder_only and entry.network.out_channels not in (0, len(entry.labels)):
-        raise ModelError(f"The spec names {len(entry.labels)} labels but its network has "
-                         f"{entry.network.out_channels} output channels.")
-    _state, report = load_state_dict(path, entry.key_map, model)
-    if report.missing and not entry.encoder_only:
-        raise ModelError(f"'{path}' lacks {len(report.missing)} of the network's tensors (e.g. {report.missing[0]}). "
-                         f"If it holds only an encoder, set \"encoder_only\": true in the spec.")

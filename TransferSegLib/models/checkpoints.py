@@ -29,9 +29,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from TransferSegLib.models.base_model import KeyMap
 from TransferSegLib.errors import ModelError
-from TransferSegLib.training.networks import network_parts
+from TransferSegLib.models.packages import installed_package_file
+from TransferSegLib.specs import KeyMap
+from TransferSegLib.training.networks import class_axis, network_parts
 
 Shape = Tuple[int, ...]
 
@@ -186,8 +187,7 @@ def _class_axis(model: nn.Module, key: str) -> int:
         module = model.get_submodule(owner) if owner else model
     except AttributeError:
         return 0
-    kind = str(getattr(module, "original_name", type(module).__name__))
-    return 1 if tensor_name == "weight" and kind.startswith("ConvTranspose") else 0
+    return class_axis(module, tensor_name)
 
 
 def _only_classes_differ(got: Shape, want: Shape, axis: int) -> bool:
@@ -305,8 +305,6 @@ class TorchScriptNetwork(nn.Module):
             return file
         if not (package and resource):
             raise ModelError("A TorchScript network needs 'path', or 'package' and 'resource'.")
-        from TransferSegLib.models.catalog import installed_package_file
-
         file = installed_package_file(package, resource)
         if file is None:
             raise ModelError(
@@ -320,8 +318,7 @@ class TorchScriptNetwork(nn.Module):
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             raise ModelError(f"The TorchScript module '{head}' has no weight: it cannot be the network's head.")
-        kind = str(getattr(module, "original_name", type(module).__name__))
-        axis = 1 if kind.startswith("ConvTranspose") else 0
+        axis = class_axis(module)
         if weight.shape[axis] == count:
             return
         shape = list(weight.shape)

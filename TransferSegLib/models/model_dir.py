@@ -6,47 +6,41 @@ crash or a cancel never leaves a half-written model where a good one was, and a
 death in the middle of the swap is repaired by the next save or load.
 """
 
-import datetime
-import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from TransferSegLib import __version__
-from TransferSegLib.models.base_model import BaseModel, load_model_dir
-from TransferSegLib.models.checkpoints import read_checkpoint
 from TransferSegLib.errors import ModelError
+from TransferSegLib.model_card import CARD_FILE, ModelCard
+from TransferSegLib.models.base_model import DEFAULT_NAME, SCRATCH_NAMES, BaseModel, load_model_dir
+from TransferSegLib.models.catalog import find_model
+from TransferSegLib.models.checkpoints import load_state_dict, read_checkpoint
 from TransferSegLib.models.folder_swap import recover_folder, replace_folder, staging_folder
-from TransferSegLib.paths import write_atomically, write_text_atomically
 from TransferSegLib.models.nnunet import is_nnunet_folder
 from TransferSegLib.models.nnunet_weights import load_nnunet_model, nnunet_state_dict
+from TransferSegLib.models.resolve import resolve_base_model
+from TransferSegLib.paths import write_atomically
 from TransferSegLib.training.networks import build_network
 
-MODEL_FORMAT = "transferseg-model"
-MODEL_VERSION = 1
 
-
-def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Path:
+def save_model_dir(output: Path, state_dict: Dict[str, torch.Tensor], card: ModelCard) -> Path:
     """Write a model folder at ``output``, replacing an existing one only when complete."""
     output = Path(output).expanduser().resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(output)
-    if output.exists() and not (output / "model.json").is_file() and any(output.iterdir()):
+    if output.exists() and not (output / CARD_FILE).is_file() and any(output.iterdir()):
         raise ModelError(
             f"'{output}' exists and is not a TransferSeg model folder: refusing to replace it. "
             f"Choose another --output."
         )
-    record = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "transferseg": __version__}
-    record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record.update(meta)
     tmp = staging_folder(output)
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         write_atomically(tmp / "model.pt", lambda temporary: torch.save(weights, str(temporary)))
-        write_text_atomically(tmp / "model.json", json.dumps(record, indent=2, sort_keys=False) + "\n")
+        card.save(tmp)
         replace_folder(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -63,8 +57,6 @@ def base_weights(base: BaseModel) -> Dict[str, torch.Tensor]:
         return read_checkpoint(base.weights)
     if base.source == "nnunet":
         return nnunet_state_dict(Path(base.weights))
-    from TransferSegLib.models.checkpoints import load_state_dict
-
     state, _report = load_state_dict(Path(base.weights), base.key_map, build_network(base.network))
     return state
 
@@ -87,12 +79,8 @@ def load_model(model: Union[str, Path], device: str = "cpu",
         info = load_model_dir(path)
         state = read_checkpoint(info.weights)
     else:
-        from TransferSegLib.models.base_model import DEFAULT_NAME, SCRATCH_NAMES, resolve_base_model
-
         key = str(model).strip()
         if key.lower() not in SCRATCH_NAMES + (DEFAULT_NAME,) and not path.exists():
-            from TransferSegLib.models.catalog import find_model
-
             entry = find_model(key)  # before any download: a backbone cannot predict
             if entry.encoder_only or len(entry.labels) < 2:
                 raise ModelError(f"The base model '{entry.name}' has no segmentation head (an encoder or backbone): "

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from TransferSegLib.data.nnunet_recipe import NnunetRecipe
 from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.errors import ModelError
-from TransferSegLib.training.networks import NetworkSpec
+from TransferSegLib.specs import NetworkSpec
 
 NETWORK_TARGET = "TransferSegLib.training.nnunet_network.NnunetNetwork"
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")

@@ -188,7 +188,7 @@ def _file_stem(name: str) -> str:
 
 
 def _write_case(case: SceneCase, checked: CaseVoxels, labels: Sequence[str], folder: Path, stem: str):
-    from TransferSegLib.data.cases import Case
+    from TransferSegLib.specs import Case
 
     image_path = folder / f"{stem}_image{IMAGE_SUFFIX}"
     label_path = folder / f"{stem}_label{LABEL_SUFFIX}"

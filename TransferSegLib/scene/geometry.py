@@ -9,79 +9,17 @@ transform, a vector volume) is refused with a message saying what to do.
 Imports ``slicer``; only the ``scene*`` modules may.
 """
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
 
+from TransferSegLib.data.grid import Grid
 from TransferSegLib.errors import CaseError
 from TransferSegLib.paths import write_atomically
-
-# RAS (Slicer) ⇄ LPS (ITK, DICOM, NIfTI readers) flips the first two axes.
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-
-
-@dataclass
-class Grid:
-    """A voxel grid in LPS: what two images must share for their voxels to correspond.
-
-    ``size`` and ``spacing`` are (x, y, z); ``direction`` is the 3×3 matrix whose
-    columns are the directions of the i, j, k axes (SimpleITK's row-major order).
-    """
-
-    size: Tuple[int, int, int]
-    spacing: Tuple[float, float, float]
-    origin: Tuple[float, float, float]
-    direction: Tuple[float, ...]
-
-    @classmethod
-    def from_image(cls, image: sitk.Image) -> "Grid":
-        return cls(tuple(int(v) for v in image.GetSize()), tuple(image.GetSpacing()),
-                   tuple(image.GetOrigin()), tuple(image.GetDirection()))
-
-    @classmethod
-    def from_ijk_to_ras(cls, matrix: np.ndarray, size: Tuple[int, int, int]) -> "Grid":
-        linear = np.asarray(matrix, float)[:3, :3]
-        spacing = np.linalg.norm(linear, axis=0)
-        if np.any(spacing <= 0):
-            raise CaseError("A volume has a zero spacing in its IJK-to-RAS matrix; its geometry is broken.")
-        direction = _RAS_TO_LPS @ (linear / spacing)
-        origin = _RAS_TO_LPS @ np.asarray(matrix, float)[:3, 3]
-        return cls(tuple(int(v) for v in size), tuple(float(v) for v in spacing),
-                   tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel()))
-
-    def ijk_to_ras(self) -> np.ndarray:
-        matrix = np.eye(4)
-        direction = np.asarray(self.direction, float).reshape(3, 3)
-        matrix[:3, :3] = _RAS_TO_LPS @ direction * np.asarray(self.spacing, float)
-        matrix[:3, 3] = _RAS_TO_LPS @ np.asarray(self.origin, float)
-        return matrix
-
-    def apply_to(self, image: sitk.Image) -> sitk.Image:
-        image.SetSpacing(self.spacing)
-        image.SetOrigin(self.origin)
-        image.SetDirection(self.direction)
-        return image
-
-    def matches(self, other: "Grid", tolerance: float = 1e-4) -> bool:
-        """Same voxels in the same places (relative to the voxel size for origins)."""
-        if self.size != other.size:
-            return False
-        spacing = np.asarray(self.spacing)
-        if not np.allclose(spacing, other.spacing, rtol=tolerance, atol=0):
-            return False
-        if not np.allclose(self.direction, other.direction, atol=tolerance):
-            return False
-        return bool(np.all(np.abs(np.subtract(self.origin, other.origin)) <= tolerance * 10 * spacing.min()))
-
-    def describe(self) -> str:
-        size = "×".join(str(v) for v in self.size)
-        spacing = "×".join(f"{v:.3g}" for v in self.spacing)
-        return f"{size} voxels of {spacing} mm"
 
 
 def _ijk_to_ras(node) -> np.ndarray:
@@ -128,7 +66,7 @@ def image_from_volume(volume) -> sitk.Image:
     check_untransformed(volume)
     grid = volume_grid(volume)
     voxels = np.array(slicer.util.arrayFromVolume(volume), copy=True)  # (k, j, i)
-    return grid.apply_to(sitk.GetImageFromArray(voxels))
+    return grid.stamp(sitk.GetImageFromArray(voxels))
 
 
 _NRRD_TYPES = {"int8": "signed char", "uint8": "uchar", "int16": "short", "uint16": "ushort", "int32": "int",
@@ -169,7 +107,7 @@ def volume_from_image(image: sitk.Image, name: str, labelmap: bool = False):
     if voxels.dtype == np.bool_ or voxels.dtype == np.int64 or voxels.dtype == np.uint64:
         voxels = voxels.astype(np.int32 if not labelmap else np.uint16)
     node_class = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
-    matrix = Grid.from_image(image).ijk_to_ras()
+    matrix = Grid.of(image).ijk_to_ras()
     return slicer.util.addVolumeFromArray(np.ascontiguousarray(voxels), ijkToRAS=matrix, name=name,
                                           nodeClassName=node_class)
 

@@ -37,7 +37,7 @@ from TransferSegLib.scene.process import default_python
 from TransferSegLib.scene.review import case_from_segmentation
 from TransferSegLib.scene.runs import PredictionRun, TrainingRun, read_model_card
 from TransferSegLib.scene.tasks import BackgroundTask, last_line_value
-from TransferSegLib.scene.training_logic import STRATEGIES, TrainingLogic, validation_note  # noqa: F401
+from TransferSegLib.scene.training_logic import TrainingLogic, validation_note  # noqa: F401
 
 try:  # the application's base class (parameter node handling); absent from slicer-core
     from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic as _LogicBase

@@ -6,13 +6,14 @@ again" and "predict" can start from any earlier round. Reading them needs no
 torch: only JSON files are opened, so the list shows before dependencies exist.
 """
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List
+from typing import List
 
-from TransferSegLib.errors import TransferSegError
+from TransferSegLib.errors import ModelError, TransferSegError
+from TransferSegLib.model_card import ModelCard
+from TransferSegLib.models import catalog
 from TransferSegLib.names import BACKGROUND, normalize_label_name
 
 
@@ -35,9 +36,10 @@ class ModelRow:
 
 
 def _card(folder: Path) -> dict:
+    """The folder's card as a dict; empty when it is damaged (the row still shows, by folder name)."""
     try:
-        return json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return ModelCard.load(folder).to_dict()
+    except ModelError:
         return {}
 
 
@@ -51,22 +53,13 @@ def model_folder_row(folder: Path, name: str, source: str) -> ModelRow:
 def _catalog_rows() -> List[ModelRow]:
     """Catalog models; none (with a log line) when the catalog cannot be read, so the rest still shows."""
     try:
-        from TransferSegLib.models import catalog
-
         entries = catalog.list_models()
-    except (ImportError, TransferSegError) as exc:
+    except TransferSegError as exc:
         logging.warning(f"TransferSeg: the model catalog is not available ({exc}); showing local models only.")
         return []
-    rows = []
-    for entry in entries:
-        cached: Any = getattr(entry, "cached", True)
-        rows.append(ModelRow(
-            name=str(entry.name), title=str(getattr(entry, "title", "") or entry.name),
-            modality=str(getattr(entry, "modality", "")), labels=list(getattr(entry, "labels", []) or []),
-            license=str(getattr(entry, "license", "")), non_commercial=bool(getattr(entry, "non_commercial", False)),
-            cached=bool(cached() if callable(cached) else cached), source=str(getattr(entry, "source", "catalog")),
-        ))
-    return rows
+    return [ModelRow(name=entry.name, title=entry.title or entry.name, modality=entry.modality,
+                     labels=list(entry.labels), license=entry.license, non_commercial=entry.non_commercial,
+                     cached=entry.cached(), source=entry.source) for entry in entries]
 
 
 def model_rows(resources: Path, work_root: Path) -> List[ModelRow]:

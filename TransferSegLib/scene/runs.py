@@ -4,29 +4,19 @@ Plain state built from the job's events (no Qt, no ``slicer`` import): the statu
 line with ETA, the percentage, the final model or the error message to show.
 """
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from TransferSegLib.errors import ModelError
-from TransferSegLib.names import BACKGROUND, normalize_label_name
+from TransferSegLib.model_card import ModelCard
 
 STOPPED = "Stopped. The last checkpoint is kept in the job folder."
 
 
 def read_model_card(model_dir) -> Dict[str, Any]:
     """A fine-tuned model's ``model.json`` (name, labels, metrics) without loading torch."""
-    path = Path(model_dir) / "model.json"
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"'{model_dir}' is not a TransferSeg model folder (cannot read model.json: {exc}).") from exc
-    if not card.get("labels") or normalize_label_name(card["labels"][0]) != BACKGROUND:
-        raise ModelError(f"'{path}' has no label list starting with background; the model folder is damaged.")
-    card.setdefault("name", Path(model_dir).name)
-    return card
+    return ModelCard.load(model_dir).to_dict()
 
 
 def _kind(event: Dict[str, Any]) -> str:

@@ -20,8 +20,8 @@ from TransferSegLib.scene.export import export_cases
 from TransferSegLib.scene.jobs import JobBoard
 from TransferSegLib.scene.plot import TrainingPlot
 from TransferSegLib.scene.runs import TrainingRun, read_model_card
+from TransferSegLib.specs import AUTO, DEFAULT_STRATEGY, TrainConfig, check_strategy
 
-STRATEGIES = ("auto", "last-layers", "decoder", "staged", "full", "scratch")
 
 
 def _slug(text: str) -> str:
@@ -55,8 +55,8 @@ class TrainingLogic:
         self,
         cases: Sequence[SceneCase],
         base: str = "default",
-        strategy: str = "auto",
-        time_budget_s: Optional[float] = 600.0,
+        strategy: str = DEFAULT_STRATEGY,
+        time_budget_s: Optional[float] = TrainConfig.time_budget,
         iterations: Optional[int] = None,
         device: str = "auto",
         labels: Optional[Sequence[str]] = None,
@@ -74,9 +74,8 @@ class TrainingLogic:
         """
         if self.training is not None and self.training.running:
             raise JobError(f"A fine-tuning job is already running ({self.training.directory}): stop it first.")
-        if strategy not in STRATEGIES:
-            raise TransferSegError(f"Unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}.")
-        if str(base).strip().lower() in ("none", "scratch") and strategy not in ("scratch", "auto"):
+        strategy = check_strategy(strategy)
+        if str(base).strip().lower() in ("none", "scratch") and strategy not in ("scratch", AUTO):
             raise ModelError(f"Without a base model there are no pretrained weights for the '{strategy}' strategy: "
                              f"pick a base model, or the 'scratch' strategy.")
         train_cases = [c for c in cases if not c.validation]
@@ -114,6 +113,7 @@ class TrainingLogic:
         settings.setdefault("time_budget", time_budget_s)
         settings.setdefault("iterations", iterations)
         patch_size = settings.pop("patch_size", None)  # overrides the base model's patch size
+        config = TrainConfig.from_dict(settings)
         from TransferSegLib.jobs.api import start_job
         from TransferSegLib.jobs.spec import JobSpec
 
@@ -121,7 +121,7 @@ class TrainingLogic:
         # does that by itself below 3 cases; from 3 on it would hold 20 % out, so they are passed explicitly).
         validate_on = held or (list(trained) if len(trained) >= 3 else [])
         spec = JobSpec(base=str(base), cases=trained, val_cases=validate_on, labels=target,
-                       strategy=strategy, output=str(output), train=settings, device=device, seed=seed,
+                       strategy=strategy, output=str(output), train=config, device=device, seed=seed,
                        name=model_name, patch_size=list(patch_size) if patch_size else None)
         job = start_job(spec, directory, python=self.python)
         self.training = TrainingRun(job=job, directory=Path(directory), output=output, labels=target,

@@ -19,8 +19,8 @@ import SimpleITK as sitk
 from TransferSegLib.errors import ModelError
 from TransferSegLib.inference.cleanup import CleanupDecision, anatomy_decisions, decide_cleanup
 from TransferSegLib.models.base_model import BaseModel
+from TransferSegLib.specs import AUTO
 
-AUTO = "auto"
 
 #: For a base model without a recorded experiment: train every weight. It is what
 #: nnU-Net's own fine-tuning does, and it does not bet that the base's features fit the

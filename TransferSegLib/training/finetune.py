@@ -9,55 +9,41 @@ model folder atomically.
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from TransferSegLib.training.augment import AugmentConfig
-from TransferSegLib.models.base_model import BaseModel, resolve_base_model
 from TransferSegLib.data import case_cache
-from TransferSegLib.data.cases import Case, LoadedCase, load_case
+from TransferSegLib.data.cases import LoadedCase, load_case
 from TransferSegLib.data.channels import channel_count, order_channels
-from TransferSegLib.errors import CaseError, ModelError
-from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
-from TransferSegLib.models.model_dir import base_weights, save_model_dir
-from TransferSegLib.models.folder_swap import check_folder_output, claim_output
-from TransferSegLib.models.totalsegmentator import pick_part
-from TransferSegLib.names import BACKGROUND, index_by_name, normalize_label_name, with_background
-from TransferSegLib.training.memory import fit_training
-from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec, describe, patch_multiple
 from TransferSegLib.data.preprocess import preprocess_image, preprocess_labels
 from TransferSegLib.data.recipe import Recipe
+from TransferSegLib.errors import CaseError, ModelError
 from TransferSegLib.inference.cleanup import cleanup_record
-from TransferSegLib.training.choices import AUTO, choose_cleanup, choose_strategy, inherited_best_strategy
+from TransferSegLib.inference.infer import InferenceOptions, sliding_window_probabilities
+from TransferSegLib.model_card import ModelCard
+from TransferSegLib.models.base_model import BaseModel
+from TransferSegLib.models.folder_swap import check_folder_output, claim_output
+from TransferSegLib.models.model_dir import base_weights, save_model_dir
+from TransferSegLib.models.resolve import resolve_base_model
+from TransferSegLib.models.totalsegmentator import pick_part
+from TransferSegLib.names import index_by_name, normalize_label_name, with_background
+from TransferSegLib.specs import Case, FinetuneSpec, NetworkSpec, check_strategy
+from TransferSegLib.training.augment import AugmentConfig
+from TransferSegLib.training.choices import choose_cleanup, choose_strategy, inherited_best_strategy
+from TransferSegLib.training.devices import device_description, resolve_device
+from TransferSegLib.training.loop import Reporter, remove_checkpoints
+from TransferSegLib.training.memory import fit_training
+from TransferSegLib.training.networks import build_network, default_network_spec, describe, patch_multiple
 from TransferSegLib.training.sampling import PreparedCase
-from TransferSegLib.training.setting_checks import check_patch_size
-from TransferSegLib.training.train import (CHECKPOINT_BEST, CHECKPOINT_LAST, Reporter, TrainConfig,
-                                           device_description, resolve_device, train)
-from TransferSegLib.training.transfer import adapt_head, check_strategy, load_pretrained
+from TransferSegLib.specs import check_patch_size
+from TransferSegLib.training.train import train
+from TransferSegLib.training.transfer import adapt_head, load_pretrained
 
 DEFAULT_PATCH = (64, 64, 32)
-
-
-@dataclass
-class FinetuneSpec:
-    """Everything one fine-tuning run needs."""
-
-    base: str
-    cases: List[Case]
-    labels: List[str]
-    strategy: str
-    output: str
-    train: TrainConfig = field(default_factory=TrainConfig)
-    val_cases: List[Case] = field(default_factory=list)
-    recipe: Optional[Recipe] = None  # overrides the base model's recipe (scratch only)
-    patch_size: Optional[Tuple[int, int, int]] = None  # overrides the base model's patch size
-    name: str = ""
-    offline: bool = False
-    keep_checkpoints: bool = False  # checkpoints outlive a finished run only when asked (failed/cancelled: always)
 
 
 @dataclass
@@ -212,8 +198,7 @@ def run_finetune(
 
 def check_finetune_spec(spec: FinetuneSpec) -> Path:
     """What can be checked before any file is read: strategy, settings, cases, ``--output``. Returns the output."""
-    if spec.strategy != AUTO:  # 'auto' is resolved against the base model once it is loaded
-        check_strategy(spec.strategy)
+    check_strategy(spec.strategy)  # 'auto' is resolved against the base model once it is loaded
     spec.train.check()
     if spec.patch_size is not None:
         check_patch_size(spec.patch_size)
@@ -234,7 +219,7 @@ def check_model_output(spec: FinetuneSpec) -> Path:
 def _run_claimed(spec: FinetuneSpec, reporter: Optional[Reporter], should_stop: Optional[Callable[[], bool]],
                  work: Path, resume: bool) -> FinetuneResult:
     reporter = reporter or Reporter()
-    requested = spec.strategy if spec.strategy == AUTO else check_strategy(spec.strategy)
+    requested = check_strategy(spec.strategy)
     config = spec.train
     # TotalSegmentator's 'total' is several models: start from the part that knows the labels asked for
     wanted = list(spec.labels) or [n for c in spec.cases for n in c.label_names.values()]
@@ -315,23 +300,23 @@ def _run_claimed(spec: FinetuneSpec, reporter: Optional[Reporter], should_stop: 
         "best_mean_dice": round(result.best_score, 4) if result.best_score >= 0 else None,
         "validation_on_training_cases": validation_on_training,
     }
-    meta = {
-        "name": spec.name or Path(spec.output).name,
-        "network": net_spec.to_dict(),
-        "labels": labels,
-        "recipe": recipe.to_dict(),
-        "patch_size": list(patch),
-        "input_channels": list(channel_names),
-        "modality": base.modality if base is not None else "CT",
-        "license": base.license if base is not None else "",
-        "non_commercial": bool(base.non_commercial) if base is not None else False,
-        "base_model": base.name if base is not None else "none",
-        "strategy": strategy,
-        "strategy_choice": {"requested": choice.requested, "reason": choice.reason},
-        "best_strategy": inherited_best_strategy(base),
-        "cleanup": cleanup_record(cleanup),
-        "metrics": metrics,
-        "training": {
+    card = ModelCard(
+        name=spec.name or Path(spec.output).name,
+        network=net_spec,
+        labels=labels,
+        recipe=recipe,
+        patch_size=patch,
+        input_channels=list(channel_names),
+        modality=base.modality if base is not None else "CT",
+        license=base.license if base is not None else "",
+        non_commercial=bool(base.non_commercial) if base is not None else False,
+        base_model=base.name if base is not None else "none",
+        strategy=strategy,
+        strategy_choice={"requested": choice.requested, "reason": choice.reason},
+        best_strategy=inherited_best_strategy(base),
+        cleanup=cleanup_record(cleanup),
+        metrics=metrics,
+        training={
             "iterations": result.iterations,
             "elapsed_s": round(result.elapsed_s, 1),
             "stopped_early": result.stopped_early,
@@ -342,24 +327,13 @@ def _run_claimed(spec: FinetuneSpec, reporter: Optional[Reporter], should_stop: 
             "transfer": transfer_info,
             "history": result.history,
         },
-    }
-    out = save_model_dir(Path(spec.output), model.state_dict(), meta)
+    )
+    out = save_model_dir(Path(spec.output), model.state_dict(), card)
     if not spec.keep_checkpoints:
-        _remove_checkpoints(work)
+        remove_checkpoints(work)
     reporter.event("finished", model=str(out), metrics=metrics, iterations=result.iterations, elapsed_s=round(result.elapsed_s, 1),
                    largest_component={n: d.to_dict() for n, d in cleanup.items()})
     return FinetuneResult(out, metrics, result.iterations, result.elapsed_s)
-
-
-def _remove_checkpoints(work: Path) -> None:
-    """After a finished run only the model folder stays: the loop's checkpoint files go, and their
-    folder if nothing else is in it (a caller's own work folder keeps its other files)."""
-    for name in (CHECKPOINT_LAST, CHECKPOINT_BEST):
-        (work / name).unlink(missing_ok=True)
-    try:
-        work.rmdir()
-    except OSError:
-        pass
 
 
 def _best_dice(history: List[Dict[str, Any]]) -> Dict[str, float]:

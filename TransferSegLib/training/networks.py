@@ -7,70 +7,16 @@ parameters form the encoder, the decoder, the last decoder block and the output
 head differs per architecture, so that knowledge lives here, next to the builder.
 """
 
-import copy
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from TransferSegLib.errors import ModelError
-from TransferSegLib.training.network_allowlist import network_class
+from TransferSegLib.specs import NetworkSpec
+from TransferSegLib.network_allowlist import network_class
 from TransferSegLib.training.nnunet_network import nnunet_part_prefixes, nnunet_patch_multiple
-
-
-@dataclass
-class NetworkSpec:
-    """A network as data: the class to build and its constructor arguments.
-
-    ``origin`` names the file the spec was read from (for messages). ``trusted`` is
-    True only for specs from the shipped catalog or models the user registered;
-    neither is written to disk, so a ``model.json`` cannot declare itself trusted.
-    """
-
-    target: str
-    args: Dict[str, Any] = field(default_factory=dict)
-    origin: str = field(default="", compare=False, repr=False)
-    trusted: bool = field(default=False, compare=False, repr=False)
-
-    def to_dict(self) -> Dict[str, Any]:
-        result = {"_target_": self.target}
-        result.update(copy.deepcopy(self.args))
-        return result
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any], origin: str = "", trusted: bool = False) -> "NetworkSpec":
-        """A spec from its JSON form, its target checked against the allow-list at once.
-
-        Checking here (not only when building) refuses a hostile ``model.json`` or
-        bundle before anything else is read from it or written because of it.
-        """
-        where = origin or "the network spec"
-        if not isinstance(data, dict) or "_target_" not in data:
-            raise ModelError(f"The network in '{where}' is not a '_target_' + arguments object.")
-        args = {k: v for k, v in data.items() if k != "_target_"}
-        spec = cls(target=str(data["_target_"]), args=args, origin=origin, trusted=trusted)
-        network_class(spec.target, spec.args, where, trusted)
-        return spec
-
-    @property
-    def class_name(self) -> str:
-        return self.target.rsplit(".", 1)[-1]
-
-    @property
-    def out_channels_key(self) -> str:
-        """The argument that sets the number of output classes for this class."""
-        return "num_classes" if self.class_name == "BasicUNet" and "num_classes" in self.args else "out_channels"
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.args.get(self.out_channels_key, 0))
-
-    def with_out_channels(self, count: int) -> "NetworkSpec":
-        args = copy.deepcopy(self.args)
-        args[self.out_channels_key] = int(count)
-        return dataclasses.replace(self, args=args)
 
 
 def default_network_spec(in_channels: int = 1, out_channels: int = 2) -> NetworkSpec:
@@ -268,6 +214,15 @@ def _parts_by_order(model: nn.Module) -> NetworkParts:
         acc += n
     rest = [o for o, _ in owners if o not in encoder and o not in last_block and o not in head]
     return NetworkParts(encoder=encoder, decoder=rest, last_block=last_block, head=head)
+
+
+def class_axis(module: nn.Module, tensor_name: str = "weight") -> int:
+    """The axis of a head tensor that holds one entry per class: 0, except a transposed conv's weight (1).
+
+    TorchScript modules are recognised by the name of the class they were scripted from.
+    """
+    kind = str(getattr(module, "original_name", type(module).__name__))
+    return 1 if tensor_name == "weight" and kind.startswith("ConvTranspose") else 0
 
 
 def head_modules(model: nn.Module, parts: NetworkParts) -> List[Tuple[str, nn.Module]]:

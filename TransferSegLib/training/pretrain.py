@@ -11,7 +11,6 @@ to reconstruct masked cubes of unlabeled volumes; its encoder then initializes a
 segmentation network (the head and decoder are re-learned during fine-tuning).
 """
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -19,16 +18,17 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from TransferSegLib.data.cases import Case
-from TransferSegLib.errors import CaseError
-from TransferSegLib.training.finetune import FinetuneResult, FinetuneSpec, run_finetune
-from TransferSegLib.data.imageio import read_image
-from TransferSegLib.models.model_dir import save_model_dir
-from TransferSegLib.names import normalize_label_name
-from TransferSegLib.training.networks import NetworkSpec, build_network, default_network_spec
+from TransferSegLib.data.images import read_image
 from TransferSegLib.data.preprocess import preprocess_image
 from TransferSegLib.data.recipe import Recipe
-from TransferSegLib.training.train import Reporter, TrainConfig, resolve_device, set_seed
+from TransferSegLib.errors import CaseError
+from TransferSegLib.model_card import ModelCard
+from TransferSegLib.models.model_dir import save_model_dir
+from TransferSegLib.names import BACKGROUND, normalize_label_name
+from TransferSegLib.specs import Case, FinetuneSpec, NetworkSpec, TrainConfig
+from TransferSegLib.training.finetune import FinetuneResult, run_finetune
+from TransferSegLib.training.loop import Batch, Loop, Reporter, remove_checkpoints, run_loop
+from TransferSegLib.training.networks import build_network, default_network_spec
 
 
 def union_labels(cases: Sequence[Case], exclude: Sequence[str] = ()) -> List[str]:
@@ -83,8 +83,36 @@ class MaskedReconstructionConfig:
     seed: int = 0
     device: str = "auto"
 
+    def train_config(self) -> TrainConfig:
+        """The training loop's settings for this run (no validation, no augmentation; AMP on a GPU)."""
+        return TrainConfig(patch_size=tuple(int(p) for p in self.patch_size), batch_size=self.batch_size,  # type: ignore[arg-type]
+                           iterations=self.iterations, time_budget=None, learning_rate=self.learning_rate,
+                           weight_decay=0.01, val_every=max(self.iterations, 1) + 1, patience=0, seed=self.seed,
+                           device=self.device, augment=False)
 
-@torch.enable_grad()  # as train.train: never depend on the caller's autograd state
+
+def masked_batches(volumes: List[np.ndarray], config: MaskedReconstructionConfig) -> Callable[[Loop], Batch]:
+    """``next_batch`` for masked reconstruction: random patches, cubes covering ``mask_ratio`` replaced by noise."""
+    patch = np.array(config.patch_size)
+
+    def next_batch(loop: Loop) -> Batch:
+        rng = loop.np_rng
+        batch = np.stack([_random_patch(volumes[rng.integers(len(volumes))], patch, rng) for _ in range(config.batch_size)])
+        masks = np.stack([_cube_mask(patch, config.cube, config.mask_ratio, rng) for _ in range(config.batch_size)])
+        target = torch.from_numpy(batch[:, None]).to(loop.device)
+        mask = torch.from_numpy(masks[:, None]).to(loop.device)
+        noise = torch.from_numpy(rng.normal(0, 0.5, target.shape).astype(np.float32)).to(loop.device)
+        return Batch(inputs=torch.where(mask, noise, target), target=target, region=mask)
+
+    return next_batch
+
+
+def masked_l1(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """L1 between the reconstruction and the original intensities, on the masked voxels only."""
+    mask = batch.region
+    return (torch.abs(outputs - batch.target) * mask).sum() / mask.sum().clamp(min=1)
+
+
 def pretrain_masked_reconstruction(
     images: List[str],
     output: str,
@@ -93,64 +121,38 @@ def pretrain_masked_reconstruction(
     network: Optional[NetworkSpec] = None,
     reporter: Optional[Reporter] = None,
     modality: str = "CT",
+    should_stop: Optional[Callable[[], bool]] = None,
+    work_dir: Optional[str] = None,
+    resume: bool = False,
 ) -> Path:
     """Self-supervised pretraining on unlabeled volumes; writes an encoder-only base model.
 
     Cubes covering ``mask_ratio`` of each patch are replaced by noise and the
     network regresses the original intensities there (L1 on masked voxels only),
-    which forces the encoder to learn anatomy-aware context features.
+    which forces the encoder to learn anatomy-aware context features. Runs in the
+    same loop as fine-tuning: mixed precision on a GPU, cancel, checkpoints, resume.
     """
     reporter = reporter or Reporter()
     if not images:
         raise CaseError("Self-supervised pretraining needs at least one image.")
     recipe = recipe or Recipe()
-    spec = network or default_network_spec(1, 1)
-    spec = spec.with_out_channels(1)
-    set_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    spec = (network or default_network_spec(1, 1)).with_out_channels(1)
     volumes = [preprocess_image(read_image(p), recipe)[0] for p in images]
-    device = resolve_device(config.device)
-    model = build_network(spec).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-    patch = np.array(config.patch_size)
-    start = time.monotonic()
-    loss_value = float("nan")
-    for it in range(1, config.iterations + 1):
-        batch = np.stack([_random_patch(volumes[rng.integers(len(volumes))], patch, rng) for _ in range(config.batch_size)])
-        masks = np.stack([_cube_mask(patch, config.cube, config.mask_ratio, rng) for _ in range(config.batch_size)])
-        target = torch.from_numpy(batch[:, None]).to(device)
-        mask = torch.from_numpy(masks[:, None]).to(device)
-        noise = torch.from_numpy(rng.normal(0, 0.5, target.shape).astype(np.float32)).to(device)
-        corrupted = torch.where(mask, noise, target)
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        out = model(corrupted)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        loss = (torch.abs(out - target) * mask).sum() / mask.sum().clamp(min=1)
-        loss.backward()
-        optimizer.step()
-        loss_value = float(loss.detach())
-        if it == 1 or it % 10 == 0 or it == config.iterations:
-            elapsed = time.monotonic() - start
-            reporter.event("progress", iteration=it, total_iterations=config.iterations,
-                           percent=round(100.0 * it / config.iterations, 1), loss=round(loss_value, 5),
-                           eta_s=round(elapsed / it * (config.iterations - it), 1), elapsed_s=round(elapsed, 1))
-    meta = {
-        "name": Path(output).name,
-        "network": spec.to_dict(),
-        "labels": [],
-        "encoder_only": True,
-        "recipe": recipe.to_dict(),
-        "patch_size": [int(p) for p in patch],
-        "modality": modality,
-        "strategy": "self-supervised masked reconstruction",
-        "metrics": {"final_reconstruction_l1": round(loss_value, 5)},
-        "training": {"iterations": config.iterations, "images": [Path(p).name for p in images],
-                     "elapsed_s": round(time.monotonic() - start, 1)},
-    }
-    out = save_model_dir(Path(output), model.state_dict(), meta)
-    reporter.event("finished", model=str(out), metrics=meta["metrics"], iterations=config.iterations)
+    model = build_network(spec)
+    work = Path(work_dir) if work_dir else Path(output).expanduser().resolve().parent / f".{Path(output).name}.work"
+    result = run_loop(model, config.train_config(), work, masked_batches(volumes, config), masked_l1,
+                      reporter=reporter, should_stop=should_stop, resume=resume)
+    card = ModelCard(
+        name=Path(output).name, network=spec, labels=[BACKGROUND], encoder_only=True, recipe=recipe,
+        patch_size=tuple(int(p) for p in config.patch_size), modality=modality,
+        strategy="self-supervised masked reconstruction",
+        metrics={"final_reconstruction_l1": round(result.final_loss, 5)},
+        training={"iterations": result.iterations, "images": [Path(p).name for p in images],
+                  "elapsed_s": round(result.elapsed_s, 1)},
+    )
+    out = save_model_dir(Path(output), model.state_dict(), card)
+    remove_checkpoints(work)
+    reporter.event("finished", model=str(out), metrics=card.metrics, iterations=result.iterations)
     return out
 
 

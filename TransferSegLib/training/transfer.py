@@ -16,9 +16,8 @@ from torch import nn
 
 from TransferSegLib.errors import ModelError
 from TransferSegLib.names import index_by_name, normalize_label_name
-from TransferSegLib.training.networks import NetworkParts, head_modules, network_parts
-
-STRATEGIES = ("scratch", "full", "decoder", "last-layers", "staged")
+from TransferSegLib.specs import check_strategy
+from TransferSegLib.training.networks import NetworkParts, class_axis, head_modules, network_parts
 
 #: What each strategy trains (the rest is frozen). ``staged`` trains the head
 #: first, then everything at a lower rate (see ``StagedSchedule``).
@@ -39,15 +38,6 @@ class HeadAdaptation:
     new: List[str] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
     adapted_tensors: Dict[str, List[int]] = field(default_factory=dict)  # tensor → class axes
-
-
-def check_strategy(strategy: str) -> str:
-    key = strategy.strip().lower().replace("_", "-")
-    if key == "last-layer":
-        key = "last-layers"
-    if key not in STRATEGIES:
-        raise ModelError(f"Unknown strategy '{strategy}'. Choose one of: {', '.join(STRATEGIES)}.")
-    return key
 
 
 def adapt_head(
@@ -102,6 +92,9 @@ def adapt_head(
     return report
 
 
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
 def _output_axes_from_base(
     module: nn.Module, mod_name: str, base_state: Dict[str, torch.Tensor], n_base: int, n_target: int
 ) -> List[Tuple[str, int]]:
@@ -114,20 +107,16 @@ def _output_axes_from_base(
     """
     axes: List[Tuple[str, int]] = []
     weight = base_state.get(f"{mod_name}.weight")
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and weight is not None:
-        if weight.shape[0] == n_base:
-            axes.append(("weight", 0))
+    if isinstance(module, _CONVOLUTIONS) and weight is not None:
+        out_axis = class_axis(module)  # one entry per output class
+        in_axis = 1 - out_axis  # a head that also reads the class scores (deep supervision, cascades)
+        if weight.shape[out_axis] == n_base:
+            axes.append(("weight", out_axis))
             if f"{mod_name}.bias" in base_state:
                 axes.append(("bias", 0))
-        if weight.shape[1] == n_base and module.groups == 1 and module.weight.shape[1] == n_target:
-            axes.append(("weight", 1))
-    elif isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and weight is not None:
-        if weight.shape[1] == n_base:
-            axes.append(("weight", 1))
-            if f"{mod_name}.bias" in base_state:
-                axes.append(("bias", 0))
-        if weight.shape[0] == n_base and module.weight.shape[0] == n_target:
-            axes.append(("weight", 0))
+        if (weight.shape[in_axis] == n_base and module.weight.shape[in_axis] == n_target
+                and (out_axis == 1 or module.groups == 1)):
+            axes.append(("weight", in_axis))
     else:
         for tensor_name in ("weight", "bias", "running_mean", "running_var"):
             tensor = base_state.get(f"{mod_name}.{tensor_name}")
@@ -178,7 +167,7 @@ def load_pretrained(model: nn.Module, base_state: Dict[str, torch.Tensor], stric
 
 def apply_strategy(model: nn.Module, strategy: str, parts: Optional[NetworkParts] = None) -> Dict[str, int]:
     """Freeze everything the strategy does not train; returns trainable counts per part."""
-    strategy = check_strategy(strategy)
+    strategy = check_strategy(strategy, allow_auto=False)
     parts = parts or network_parts(model)
     return set_trainable_parts(model, TRAINED_PARTS[strategy], parts)
 

@@ -27,8 +27,6 @@ import json
 import re
 from typing import Any, Dict, Set, Tuple
 
-from torch import nn
-
 from TransferSegLib.errors import ModelError
 from TransferSegLib.paths import shipped_catalog_path
 
@@ -90,6 +88,8 @@ def _monai_version() -> str:
 
 
 def _is_monai_network(obj: Any) -> bool:
+    from torch import nn
+
     module = str(getattr(obj, "__module__", ""))
     return (inspect.isclass(obj) and issubclass(obj, nn.Module)
             and (module == MONAI_NETWORKS or module.startswith(MONAI_NETWORKS + ".")))
@@ -130,12 +130,10 @@ def _named_by_catalog(target: str, args: Dict[str, Any]) -> bool:
     return bool(key[1] and key[2]) and key in catalog_named_files()
 
 
-def network_class(target: str, args: Dict[str, Any], where: str, trusted: bool = False) -> type:
-    """The class a spec's ``_target_`` names, if the allow-list admits it; otherwise a ``ModelError``.
-
-    ``where`` is the file the spec came from; ``trusted`` is True only for the
-    shipped catalog and models the user registered (never read from the file).
-    """
+def check_target(target: str, args: Dict[str, Any], where: str, trusted: bool = False) -> str:
+    """The checks a spec's spelling allows, without importing anything (torch-free: ``specs.NetworkSpec``
+    runs them as soon as a file is read); returns the full target. ``network_class`` adds the checks on the
+    class itself before anything is built."""
     if not isinstance(target, str) or not target.strip():
         raise _refuse(where, repr(target), "the '_target_' is not a class name.")
     target = full_target(target)
@@ -147,12 +145,26 @@ def network_class(target: str, args: Dict[str, Any], where: str, trusted: bool =
             raise _refuse(where, target, f"it runs the network file {files or 'named in its arguments'}, and only "
                                          f"the shipped catalog, an installed package the catalog names, or a model "
                                          f"you registered yourself ('transferseg models add') may name such a file.")
+        return target
+    if not target.startswith(MONAI_NETWORKS + "."):
+        raise _refuse(where, target, "it is not in MONAI's network modules.")
+    return target
+
+
+def network_class(target: str, args: Dict[str, Any], where: str, trusted: bool = False) -> type:
+    """The class a spec's ``_target_`` names, if the allow-list admits it; otherwise a ``ModelError``.
+
+    ``where`` is the file the spec came from; ``trusted`` is True only for the
+    shipped catalog and models the user registered (never read from the file).
+    """
+    from torch import nn
+
+    target = check_target(target, args, where, trusted)
+    if target in PROJECT_NETWORKS:
         cls = _import(target, where)
         if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):  # pragma: no cover - a wrong table entry
             raise _refuse(where, target, "it is not a network class.")
         return cls
-    if not target.startswith(MONAI_NETWORKS + "."):
-        raise _refuse(where, target, "it is not in MONAI's network modules.")
     obj = _import(target, where)
     if not _is_monai_network(obj):
         kind = "a class" if inspect.isclass(obj) else type(obj).__name__
