@@ -192,12 +192,12 @@ def _write_case(case: SceneCase, checked: CaseVoxels, labels: Sequence[str], fol
 
     image_path = folder / f"{stem}_image{IMAGE_SUFFIX}"
     label_path = folder / f"{stem}_label{LABEL_SUFFIX}"
-    write_image_atomic(checked.grid.apply_to(sitk.GetImageFromArray(checked.labels)), label_path)
+    write_image_atomic(checked.grid.stamp(sitk.GetImageFromArray(checked.labels)), label_path)
     region_path = None
     region = checked.region()
     if region is not None:
         region_path = folder / f"{stem}_region{LABEL_SUFFIX}"
-        write_image_atomic(checked.grid.apply_to(sitk.GetImageFromArray(region)), region_path)
+        write_image_atomic(checked.grid.stamp(sitk.GetImageFromArray(region)), region_path)
     write_volume_nrrd(case.volume, image_path)
     index = {normalize_label_name(n): n for n in labels}
     return Case(image=str(image_path), label=str(label_path),

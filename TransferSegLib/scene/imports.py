@@ -60,7 +60,7 @@ def import_labelmap(labelmap: sitk.Image, labels: Union[Sequence[str], Dict[int,
     class can be reviewed and painted. Existing nodes are never modified.
     """
     grid = volume_grid(volume)
-    found = Grid.from_image(labelmap)
+    found = Grid.of(labelmap)
     if not found.matches(grid):
         raise CaseError(
             f"The labelmap for '{volume.GetName()}' is on another grid ({found.describe()}) than the volume "

@@ -129,7 +129,7 @@ class PredictionLogic:
             values = {find_segment_id(node, n): index[normalize_label_name(n)] for n in segment_names(node)
                       if normalize_label_name(n) in index}
             path = folder / f"{stem}.nii.gz"  # empty classes are fine here: a missed organ scores 0
-            write_image_atomic(grid.apply_to(sitk.GetImageFromArray(labelmap_array(node, volume, values))), path)
+            write_image_atomic(grid.stamp(sitk.GetImageFromArray(labelmap_array(node, volume, values))), path)
             paths.append(path)
         args = ["evaluate", "--prediction", str(paths[0]), "--reference", str(paths[1]),
                 "--labels", ",".join(names), "--json"]
