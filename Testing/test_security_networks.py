@@ -149,21 +149,32 @@ def test_a_gadget_base_is_refused_by_finetune_in_a_real_worker_and_no_model_is_w
     ("monai.networks.nets.UNet; import os", "dotted"),
 ])
 def test_only_network_classes_defined_in_monai_pass(target, why):
+    """The class check runs before anything is built (and when a model folder or bundle is loaded); a wrong
+    spelling or a target outside MONAI's network modules is refused already when the file is read (torch-free)."""
     with pytest.raises(ModelError, match=why):
-        NetworkSpec.from_dict({"_target_": target}, origin="/shared/model.json")
+        network_class(target, {}, "/shared/model.json")
+    if why in ("dotted", "not in MONAI's network modules"):
+        with pytest.raises(ModelError, match=why):
+            NetworkSpec.from_dict({"_target_": target}, origin="/shared/model.json")
+
+
+def test_a_model_folder_naming_a_function_is_refused_before_its_weights_are_read(tmp_path):
+    folder = _model_folder(tmp_path / "m", {"_target_": "monai.networks.nets.resnet.resnet10"})
+    with pytest.raises(ModelError, match="function"):
+        load_model_dir(folder)
 
 
 def test_a_monai_network_may_not_fetch_its_own_weights(server):
     url, hits = server
     hovernet = {"_target_": "monai.networks.nets.HoVerNet", "pretrained_url": f"{url}/resnet.pth"}
     with pytest.raises(ModelError, match="pretrained_url"):
-        NetworkSpec.from_dict(hovernet, origin="x.json")
+        network_class(hovernet["_target_"], {"pretrained_url": hovernet["pretrained_url"]}, "x.json")
     with pytest.raises(ModelError, match="pretrained_url"):  # also when the spec skipped from_dict
         build_network(NetworkSpec("HoVerNet", {"pretrained_url": f"{url}/resnet.pth"}, origin="x.json"))
     with pytest.raises(ModelError, match="pretrained"):
-        NetworkSpec.from_dict({"_target_": "MILModel", "num_classes": 2}, origin="x.json")  # downloads by default
+        network_class("MILModel", {"num_classes": 2}, "x.json")  # downloads by default
     with pytest.raises(ModelError, match="repo_id"):
-        NetworkSpec.from_dict({"_target_": "Transchex"}, origin="x.json")  # downloads BERT on construction
+        network_class("Transchex", {}, "x.json")  # downloads BERT on construction
     assert hits == []
     assert NetworkSpec.from_dict({"_target_": "FlexibleUNet", "pretrained": False, "in_channels": 1,
                                   "out_channels": 2, "backbone": "resnet10", "spatial_dims": 3}).target

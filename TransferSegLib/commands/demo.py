@@ -5,10 +5,11 @@ withheld from its pretraining): fine-tune on one CT, predict a CT of another
 patient, score it against that patient's reference and write a .seg.nrrd.
 """
 
-import json
 import time
 from pathlib import Path
 
+from TransferSegLib.model_card import ModelCard
+from TransferSegLib.paths import write_json_atomically
 from TransferSegLib.specs import TrainConfig
 
 
@@ -33,7 +34,6 @@ def run(args) -> int:
     from TransferSegLib.inference.infer import predict_file
     from TransferSegLib.progress import ProgressPrinter
     from TransferSegLib.data.sample_data import sample_cases
-    from TransferSegLib.specs import TrainConfig
 
     out = Path(args.output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -62,15 +62,15 @@ def run(args) -> int:
     metrics = evaluate_files(str(prediction), str(reference), labels=["liver"])
     print(format_table([metrics]))
     liver = metrics.classes[0]
-    card = json.loads((result.model_dir / "model.json").read_text(encoding="utf-8"))
+    card = ModelCard.load(result.model_dir)
     summary = {
-        "base": args.base, "strategy": card.get("strategy"), "strategy_requested": args.strategy,
+        "base": args.base, "strategy": card.strategy, "strategy_requested": args.strategy,
         "largest_component": predicted_labels.largest_component, "iterations": result.iterations,
         "train_seconds": round(trained, 1), "predict_seconds": round(predicted, 1),
         "held_out_liver_dice": round(liver.dice, 4), "model": str(result.model_dir), "prediction": str(prediction),
     }
-    (out / "demo_result.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(f"held-out liver Dice {liver.dice:.3f} after {result.iterations} iterations of {card.get('strategy')} "
+    write_json_atomically(out / "demo_result.json", summary)
+    print(f"held-out liver Dice {liver.dice:.3f} after {result.iterations} iterations of {card.strategy} "
           f"({trained:.0f} s); "
           f"prediction written to {prediction}")
     return 0

@@ -24,6 +24,7 @@ from TransferSegLib.evaluation.metrics import compute_metrics
 from TransferSegLib.inference.infer import predict_file
 from TransferSegLib.model_card import ModelCard
 from TransferSegLib.names import with_background
+from TransferSegLib.paths import write_atomically, write_json_atomically, write_text_atomically
 from TransferSegLib.specs import Case, FinetuneSpec, TrainConfig
 from TransferSegLib.training.finetune import run_finetune
 from TransferSegLib.training.loop import Reporter
@@ -99,7 +100,7 @@ def run_experiment(
                         continue
                     result = _one_run(spec, strategy, size, repeat, fold_index, train_cases, references, labels, run_dir,
                                       reporter, should_stop)
-                    done.write_text(json.dumps(asdict(result), indent=1) + "\n", encoding="utf-8")
+                    write_json_atomically(done, asdict(result), indent=1)  # written last: the run is done
                     results.append(result)
                     if on_run:
                         on_run(result, False)
@@ -171,21 +172,26 @@ def write_reports(spec: ExperimentSpec, results: Sequence[RunResult]) -> Dict[st
                     "iterations": r.iterations, "train_seconds": r.train_seconds,
                 })
     csv_path = out / "results.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["strategy"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_atomically(csv_path, _csv_writer(list(rows[0]) if rows else ["strategy"], rows))
     summary = summarize(rows)
     summary_path = out / "summary.csv"
-    with summary_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["strategy", "size", "n", "mean_dice", "std_dice", "min_dice", "max_dice"])
-        writer.writeheader()
-        writer.writerows(summary)
+    write_atomically(summary_path, _csv_writer(["strategy", "size", "n", "mean_dice", "std_dice", "min_dice",
+                                                "max_dice"], summary))
     plot_path = out / "dice_vs_cases.png"
     _plot(summary, rows, plot_path, spec.name)
     report_path = out / "report.md"
-    report_path.write_text(_report(spec, summary, results), encoding="utf-8")
+    write_text_atomically(report_path, _report(spec, summary, results))
     return {"csv": csv_path, "summary": summary_path, "plot": plot_path, "report": report_path}
+
+
+def _csv_writer(fieldnames: List[str], rows: List[Dict[str, Any]]) -> Callable[[Path], None]:
+    """A ``paths.write_atomically`` writer for a CSV table (a report is never left half written)."""
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+    return write
 
 
 def summarize(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -229,7 +235,7 @@ def _plot(summary, rows, path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomically(path, lambda temporary: fig.savefig(str(temporary), format="png"))
     plt.close(fig)
 
 
