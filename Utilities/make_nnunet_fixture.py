@@ -3,7 +3,8 @@
 Run it with the Python of an environment that has ``nnunetv2`` installed (not TransferSeg's own test
 environment; see docs/models.md), from the repository root::
 
-    /work/nnunet-venv/bin/python Utilities/make_nnunet_fixture.py [--epochs 5] [--work /tmp/nnunet-fixture]
+    /work/nnunet-venv/bin/python Utilities/make_nnunet_fixture.py [--epochs 1] [--seed 0] [--threads 1] \
+        [--work /tmp/nnunet-fixture]
 
 What it does, every step through nnU-Net's own command-line tools:
 
@@ -15,9 +16,12 @@ What it does, every step through nnU-Net's own command-line tools:
    (4 stages of 8-32 features, one decoder convolution per stage, a 32x64x64 patch, batch 2) and saves it as
    the plans ``nnUNetPlansTiny`` (everything else, normalization and spacing included, is the planner's);
 4. ``nnUNetv2_preprocess`` and ``nnUNetv2_train ... all -tr nnUNetTrainer_<N>epochs -device cpu``
-   (a stock trainer class, so ``nnUNetv2_predict`` finds it). ``--epochs 0`` trains nothing: nnU-Net's own
-   ``nnUNetTrainer`` builds and initializes the network and writes its checkpoint (``save_checkpoint``), a
-   real nnU-Net checkpoint with untrained weights, in minutes instead of the hour one epoch took on a busy CPU;
+   (a stock trainer class, so ``nnUNetv2_predict`` finds it; 250 iterations per epoch, about 3 minutes an
+   epoch on one free CPU core). Training and prediction run nnU-Net's own entry points with ``--threads``
+   torch threads (nnU-Net's CPU default is every core), ``random``/numpy/torch seeded with ``--seed`` and
+   ``nnUNet_n_proc_DA=0`` (no augmentation workers) unless the environment sets it. ``--epochs 0`` trains
+   nothing: nnU-Net's own ``nnUNetTrainer`` builds and initializes the network and writes its checkpoint
+   (``save_checkpoint``), a real nnU-Net checkpoint with untrained weights;
 5. copies the trained folder (plans.json, dataset.json, dataset_fingerprint.json,
    fold_all/checkpoint_final.pth; logs, plots and validation left out) into Testing/data/nnunet/;
 6. predicts the two sample CTs with ``nnUNetv2_predict_from_modelfolder -f all --disable_tta -device cpu``
@@ -65,6 +69,29 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+ENTRY_POINTS = {
+    "nnUNetv2_train": "nnunetv2.run.run_training:run_training_entry",
+    "nnUNetv2_predict_from_modelfolder": "nnunetv2.inference.predict_from_raw_data:predict_entry_point_modelfolder",
+}
+
+
+def entry(name: str, threads: int, seed: int) -> list:
+    """Run nnU-Net's command ``name`` in a fresh Python, as its console script does, with two changes.
+
+    On ``-device cpu`` nnU-Net's train and predict entry points call ``torch.set_num_threads(cpu_count())``,
+    which takes every core of a shared machine; here ``multiprocessing.cpu_count`` reports ``threads`` to them.
+    ``random``, numpy and torch are seeded with ``seed`` first, so that (with ``nnUNet_n_proc_DA=0``: sampling
+    and augmentation in the main process) a CPU training run starts from the same weights and draws the same
+    patches; nnU-Net has no seed option of its own.
+    """
+    module, function = ENTRY_POINTS[name].split(":")
+    code = ("import multiprocessing, random, sys; import numpy, torch; "
+            f"multiprocessing.cpu_count = lambda: {threads}; "
+            f"random.seed({seed}); numpy.random.seed({seed}); torch.manual_seed({seed}); "
+            f"sys.argv[0] = {name!r}; from {module} import {function}; {function}()")
+    return [sys.executable, "-c", code]
+
+
 def write_raw(raw: Path) -> None:
     folder = raw / DATASET
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
@@ -98,8 +125,8 @@ def shrink_plans(preprocessed: Path) -> None:
     (folder / f"{PLANS}.json").write_text(json.dumps(plans, indent=4) + "\n")
 
 
-def initialized_checkpoint(work: Path, trained: Path, env) -> None:
-    """nnU-Net's trainer builds and initializes the network (seed 0) and saves it as nnUNetv2_train would."""
+def initialized_checkpoint(work: Path, trained: Path, env, seed: int) -> None:
+    """nnU-Net's trainer builds and initializes the network (seeded) and saves it as nnUNetv2_train would."""
     os.environ.update(env)
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -107,7 +134,7 @@ def initialized_checkpoint(work: Path, trained: Path, env) -> None:
     folder = work / "preprocessed" / DATASET
     plans = json.loads((folder / f"{PLANS}.json").read_text())
     dataset = json.loads((folder / "dataset.json").read_text())
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     trainer = nnUNetTrainer(dict(plans, continue_training=False), "3d_fullres", "all", dataset, device=torch.device("cpu"))
     trainer.initialize()
     (trained / "fold_all").mkdir(parents=True, exist_ok=True)
@@ -129,10 +156,16 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/nnunet-fixture", help="scratch folder (nnUNet_raw/preprocessed/results)")
     parser.add_argument("--epochs", type=int, default=1, choices=(0, 1, 5, 10, 20),
                         help="stock trainer nnUNetTrainer_<N>epochs (0: nnUNetTrainer's initialized, untrained network)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random, numpy and torch before training (default 0)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for nnU-Net's training and prediction (default 1; nnU-Net's own: all cores)")
     args = parser.parse_args()
     work = Path(args.work)
+    threads = str(args.threads)
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
-               nnUNet_results=str(work / "results"), nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "2"))
+               nnUNet_results=str(work / "results"), nnUNet_n_proc_DA="1",  # the planner needs >= 1
+               nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"),
+               OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
     trainer = "nnUNetTrainer" if args.epochs == 0 else f"nnUNetTrainer_{args.epochs}epoch" + ("s" if args.epochs > 1 else "")
     write_raw(work / "raw")
     run([tool("nnUNetv2_extract_fingerprint"), "-d", "990", "-np", "1"], env)
@@ -141,9 +174,12 @@ def main() -> int:
     run([tool("nnUNetv2_preprocess"), "-d", "990", "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"], env)
     trained = work / "results" / DATASET / f"{trainer}__{PLANS}__3d_fullres"
     if args.epochs:
-        run([tool("nnUNetv2_train"), "990", "3d_fullres", "all", "-p", PLANS, "-tr", trainer, "-device", "cpu"], env)
+        run(entry("nnUNetv2_train", args.threads, args.seed)
+            + ["990", "3d_fullres", "all", "-p", PLANS, "-tr", trainer, "-device", "cpu"],
+            # 0: nnU-Net samples and augments in the training process (no workers; the planner needs >= 1)
+            dict(env, nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "0")))
     else:
-        initialized_checkpoint(work, trained, env)
+        initialized_checkpoint(work, trained, env, args.seed)
     dest = DEST / DATASET / trained.name
     if (DEST / DATASET).exists():
         shutil.rmtree(DEST / DATASET)
@@ -158,8 +194,9 @@ def main() -> int:
     inputs.mkdir(parents=True)
     shutil.copy2(SAMPLES / "example_ct_sm.nii.gz", inputs / "ct_sm_0000.nii.gz")
     dicom_to_nifti(inputs / "ct_dicom_0000.nii.gz")
-    run([tool("nnUNetv2_predict_from_modelfolder"), "-i", str(inputs), "-o", str(outputs), "-m", str(dest),
-         "-f", "all", "-chk", "checkpoint_final.pth", "-device", "cpu", "--disable_tta"], env)
+    run(entry("nnUNetv2_predict_from_modelfolder", args.threads, args.seed)
+        + ["-i", str(inputs), "-o", str(outputs), "-m", str(dest), "-f", "all", "-chk", "checkpoint_final.pth",
+           "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
     reference = DEST / "reference"
     reference.mkdir(parents=True, exist_ok=True)
     for case in ("ct_sm", "ct_dicom"):
