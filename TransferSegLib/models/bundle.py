@@ -277,6 +277,10 @@ def import_bundle(path: Path, cache_root: Optional[Path] = None) -> BaseModel:
     license_name, non_commercial = _license(root)
     card = dict(metadata)
     card.update(bundle_root=str(root), import_notes=notes)
+    channel_def = image_format.get("channel_def") or {}
+    if int(image_format.get("num_channels") or 1) > 1 and channel_def and "input_channels" not in card:
+        # the channels' names, in the network's order, so that cases are matched to them by name
+        card["input_channels"] = [str(channel_def[k]) for k in sorted(channel_def, key=lambda k: int(k))]
     return BaseModel(
         name=str(metadata.get("name") or root.name).strip().replace(" ", "_"),
         network=network, labels=labels, recipe=recipe, patch_size=_patch_size(config, metadata, config_path),

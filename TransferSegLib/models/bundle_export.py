@@ -20,7 +20,7 @@ from TransferSegLib.data.steps import describe
 from TransferSegLib.errors import ModelError
 from TransferSegLib.inference.cleanup import cleanup_classes, recorded_decisions
 from TransferSegLib.models.base_model import BaseModel, load_model_dir
-from TransferSegLib.models.bundle_steps import padding_value, transforms_of_step
+from TransferSegLib.models.bundle_steps import transforms_of_step
 from TransferSegLib.paths import write_atomically
 
 
@@ -61,11 +61,20 @@ def _cleanup_transforms(info: BaseModel) -> List[Dict[str, Any]]:
              "is_onehot": False, "independent": True, "connectivity": 1}]
 
 
+def _background_outside_crop(recipe: Recipe, when: str) -> List[Dict[str, Any]]:
+    """Outside the foreground crop TransferSeg's way back fills probability 1 for background; MONAI's
+    inverse of ``CropForegroundd`` fills 0 for every class, which moves the argmax wherever the way back
+    interpolates across the crop's edge. Shifting the background channel by -1 before the inverse and
+    back after it makes MONAI's zeros mean background 1 (the interpolation is linear)."""
+    if not recipe.crop_foreground:
+        return []
+    offset = "- 1" if when == "before" else "+ 1"
+    return [{"_target_": "Lambdad", "keys": "pred", "func": f"$lambda p: torch.cat([p[:1] {offset}, p[1:]])"}]
+
+
 def inference_config(info: BaseModel, overlap: float = 0.5) -> Dict[str, Any]:
     """``configs/inference.json`` for a model: MONAI transforms only, runnable with
     ``python -m monai.bundle run --config_file configs/inference.json --image IMAGE``."""
-    # Sliding-window padding value: what the image's minimum maps to (TransferSeg pads with the image minimum).
-    cval = padding_value(info.recipe)
     return {
         "imports": ["$import torch", "$import numpy"],
         "bundle_root": ".",
@@ -76,11 +85,15 @@ def inference_config(info: BaseModel, overlap: float = 0.5) -> Dict[str, Any]:
         "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": "Compose", "transforms": _preprocessing(info.recipe)},
         "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(info.patch_size), "sw_batch_size": 2,
-                    "overlap": overlap, "mode": "gaussian", "padding_mode": "constant", "cval": cval},
+                    "overlap": overlap, "mode": "gaussian", "padding_mode": "constant",
+                    # windows past the image's edge are filled with its minimum, as TransferSeg pads (training too)
+                    "cval": "$float(@sample['image'].min())"},
         "postprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            *_background_outside_crop(info.recipe, "before"),
             {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
              "nearest_interp": False, "to_tensor": True},
+            *_background_outside_crop(info.recipe, "after"),
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
             *_cleanup_transforms(info),
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
@@ -105,9 +118,26 @@ def _versions() -> Dict[str, str]:
             "numpy_version": numpy.__version__}
 
 
+def input_channels(info: BaseModel) -> List[str]:
+    """The names of the network's input channels, in its order (MONAI's input ``channel_def``).
+
+    A multi-channel model's bundle is run with one file per channel in this order
+    (``--image "['t1c.nii.gz', 't1.nii.gz']"``): MONAI's ``LoadImaged`` stacks a list
+    of files as channels, as the BraTS bundle's data lists do.
+    """
+    names = [str(n) for n in (info.card.get("input_channels") or [])]
+    count = int(info.network.args.get("in_channels", len(names) or 1))
+    if len(names) == count:
+        return names
+    return ["image"] if count == 1 else [f"channel {i}" for i in range(count)]
+
+
 def metadata(info: BaseModel, meta: Dict[str, Any]) -> Dict[str, Any]:
     """``configs/metadata.json``: MONAI's metadata fields, labels as ``channel_def``."""
     classes = [n for n in info.labels[1:]]
+    channels = input_channels(info)
+    images = (f"single channel {info.modality} image" if len(channels) == 1 else
+              f"{len(channels)} co-registered {info.modality} channels ({', '.join(channels)}), one file each")
     channel_def = {str(i): name for i, name in enumerate(info.labels)}
     created = str(meta.get("created") or datetime.date.today().isoformat())
     data = {
@@ -126,7 +156,7 @@ def metadata(info: BaseModel, meta: Dict[str, Any]) -> Dict[str, Any]:
         "copyright": "",
         "data_source": "the user's own annotated cases",
         "data_type": "nibabel",
-        "image_classes": f"single channel {info.modality} image",
+        "image_classes": images,
         "label_classes": ", ".join(f"{i}: {n}" for i, n in enumerate(info.labels)),
         "pred_classes": ", ".join(f"{i}: {n}" for i, n in enumerate(info.labels)),
         "eval_metrics": dict(meta.get("metrics") or {}),
@@ -135,8 +165,9 @@ def metadata(info: BaseModel, meta: Dict[str, Any]) -> Dict[str, Any]:
         "network_data_format": {
             "inputs": {"image": {
                 "type": "image", "format": "hounsfield" if info.modality.upper() == "CT" else "magnitude",
-                "modality": info.modality, "num_channels": 1, "spatial_shape": list(info.patch_size),
-                "dtype": "float32", "value_range": [], "is_patch_data": True, "channel_def": {"0": "image"}}},
+                "modality": info.modality, "num_channels": len(channels), "spatial_shape": list(info.patch_size),
+                "dtype": "float32", "value_range": [], "is_patch_data": True,
+                "channel_def": {str(i): name for i, name in enumerate(channels)}}},
             "outputs": {"pred": {
                 "type": "image", "format": "segmentation", "num_channels": len(info.labels),
                 "spatial_shape": list(info.patch_size), "dtype": "float32", "value_range": [0, 1],
@@ -169,9 +200,15 @@ def _readme(info: BaseModel, meta: Dict[str, Any]) -> str:
         f"input grid", "",
         "## Run", "",
         "Needs monai, nibabel and fire (`pip install monai nibabel fire`).", "",
-        "```", "python -m monai.bundle run --config_file configs/inference.json --bundle_root . \\",
-        "    --image /path/to/image.nii.gz --output_dir ./eval", "```", "",
     ]
+    channels = input_channels(info)
+    image = ("/path/to/image.nii.gz" if len(channels) == 1 else
+             '"[' + ", ".join(f"'{name.replace(' ', '_')}.nii.gz'" for name in channels) + ']"')
+    if len(channels) > 1:
+        lines += [f"The model reads {len(channels)} co-registered images, one file per channel in this order: "
+                  f"{', '.join(channels)}.", ""]
+    lines += ["```", "python -m monai.bundle run --config_file configs/inference.json --bundle_root . \\",
+              f"    --image {image} --output_dir ./eval", "```", ""]
     if info.network.target.startswith("TransferSegLib."):
         lines += ["The network is a TransferSeg class: install TransferSeg (and the package its network comes "
                   "from) in the Python that runs this bundle.", ""]

@@ -10,7 +10,6 @@ a step they cannot (the exported bundle would see other values than TransferSeg)
 
 from typing import Any, Callable, Dict, List
 
-from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.data.steps import IntensityStep
 from TransferSegLib.errors import ModelError
 
@@ -105,11 +104,3 @@ def transforms_of_step(step: IntensityStep) -> List[Dict[str, Any]]:
                  "channel_wise": step.channel_wise}]
     return [{"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": step.low, "upper": step.high,
              "b_min": step.out_min, "b_max": step.out_max, "clip": step.clamp, "channel_wise": step.channel_wise}]
-
-
-def padding_value(recipe: Recipe) -> float:
-    """What the image's minimum maps to (TransferSeg pads windows with the image minimum)."""
-    last = recipe.intensity[-1] if recipe.intensity else None
-    if last is not None and last.op in ("window", "rescale", "percentile") and last.out_min is not None:
-        return float(last.out_min)
-    return 0.0
