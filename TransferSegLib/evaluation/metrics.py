@@ -46,6 +46,7 @@ reference empty        0     0     inf    inf    0             inf
 """
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -239,8 +240,11 @@ def _surface_dice(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], t
     pad = [(1, 1)] * pred.ndim
     p = torch.from_numpy(np.pad(pred, pad)[None, None].astype(np.float32))
     r = torch.from_numpy(np.pad(ref, pad)[None, None].astype(np.float32))
-    value = compute_surface_dice(p, r, [float(tolerance_mm)], include_background=True, spacing=list(spacing),
-                                 use_subvoxels=True)
+    with warnings.catch_warnings():
+        # MONAI 1.5+ passes its own deprecated argument to get_mask_edges here: not the user's concern
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        value = compute_surface_dice(p, r, [float(tolerance_mm)], include_background=True, spacing=list(spacing),
+                                     use_subvoxels=True)
     return float(value.reshape(-1)[0])
 
 
