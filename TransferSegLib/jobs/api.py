@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from TransferSegLib.errors import JobError, OutputError, TransferSegError
 from TransferSegLib.jobs.admission import record_refusal, with_absolute_paths
 from TransferSegLib.jobs.events import EventReader, read_events
-from TransferSegLib.jobs.follow import follow_job
+from TransferSegLib.jobs.follow import EventPrinter, follow_job
 from TransferSegLib.jobs.launch import launch_worker, read_launch_record, worker_command
 from TransferSegLib.jobs.layout import CANCEL, EVENTS, SPEC, jobs_root, new_job_directory, now_iso
 from TransferSegLib.jobs.processes import kill_tree, pid_alive, send_terminate
@@ -373,7 +373,7 @@ def list_jobs(root: Optional[Union[str, Path]] = None) -> List[JobStatus]:
 
 
 def run_job_foreground(spec: Union[JobSpec, Dict[str, Any]], job_dir: Optional[Union[str, Path]] = None,
-                       printer: Any = None, python: Optional[str] = None) -> int:
+                       printer: Optional[EventPrinter] = None, python: Optional[str] = None) -> int:
     """Run a job with its progress on the terminal; Ctrl-C cancels (checkpoint kept), twice kills.
 
     Returns the exit code: 0 finished, 3 cancelled, else the failure's code.

@@ -1,11 +1,39 @@
 """Following a job on a terminal until it ends (``transferseg finetune``, ``job watch``, ``job resume``)."""
 
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 from TransferSegLib.jobs.status import JobStatus
 
 
-def follow_job(job: Any, printer: Any, cancel_on_interrupt: bool = True) -> int:
+class EventPrinter(Protocol):
+    """What shows a job's events to a person (``progress.ProgressPrinter`` on a terminal)."""
+
+    def show(self, event: Dict[str, Any]) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FollowedJob(Protocol):
+    """What following needs of a job (``jobs.api.Job``; a Protocol so this module does not import it)."""
+
+    directory: Path
+
+    def wait(self, timeout: Optional[float] = None, interval: float = 0.2,
+             on_events: Optional[Callable[[List[Dict[str, Any]]], Any]] = None) -> JobStatus: ...
+
+    def cancel(self, timeout: Optional[float] = None) -> JobStatus: ...
+
+    def kill(self) -> None: ...
+
+    def status(self) -> JobStatus: ...
+
+    def poll(self) -> List[Dict[str, Any]]: ...
+
+
+def follow_job(job: FollowedJob, printer: EventPrinter, cancel_on_interrupt: bool = True) -> int:
     """Show a job's events until it ends; the exit code its end state stands for.
 
     With ``cancel_on_interrupt``, Ctrl-C (or SIGTERM, e.g. from a batch scheduler)

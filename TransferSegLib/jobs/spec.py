@@ -173,7 +173,7 @@ class JobSpec:
     # --- the engine's view ------------------------------------------------------------------
 
     @classmethod
-    def from_finetune_spec(cls, spec: Any) -> "JobSpec":
+    def from_finetune_spec(cls, spec: FinetuneSpec) -> "JobSpec":
         """A job spec from the engine's ``FinetuneSpec`` (what ``transferseg finetune`` parses)."""
         recipe = spec.recipe.to_dict() if getattr(spec, "recipe", None) is not None else None
         patch = list(spec.patch_size) if getattr(spec, "patch_size", None) else None
