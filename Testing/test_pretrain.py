@@ -96,3 +96,34 @@ def test_masked_reconstruction_runs_on_the_shared_loop_so_it_cancels_and_resumes
     assert card.training["iterations"] == 4 and card.encoder_only
     assert np.isfinite(card.metrics["final_reconstruction_l1"])
     assert not work.exists()  # a finished run leaves only the model folder
+
+
+def _second_channel(case: Case, tmp_path, name: str) -> str:
+    """A co-registered second channel of a case (another contrast of the same anatomy)."""
+    image = sitk.ReadImage(case.image)
+    other = sitk.GetImageFromArray(-0.5 * sitk.GetArrayFromImage(image) + 40.0)
+    other.CopyInformation(image)
+    path = tmp_path / f"{name}_t2.nii.gz"
+    sitk.WriteImage(other, str(path))
+    return str(path)
+
+
+def test_masked_reconstruction_on_named_channels_gives_a_base_that_fine_tunes_on_them(tmp_path):
+    a, b = _case(tmp_path, "a", ("x", "y", None)), _case(tmp_path, "bb", ("x", "y", None))
+    images = [f"T1={a.image},T2={_second_channel(a, tmp_path, 'a')}",
+              f"T2={_second_channel(b, tmp_path, 'bb')},T1={b.image}"]  # named: put in the first image's order
+    config = MaskedReconstructionConfig(patch_size=(16, 16, 16), iterations=2, device="cpu")
+    out = pretrain_masked_reconstruction(images, str(tmp_path / "ssl2"), config)
+    card = ModelCard.load(out)
+    assert card.input_channels == ["T1", "T2"] and card.encoder_only
+    assert card.network.args["in_channels"] == 2 and card.network.out_channels == 2  # both channels rebuilt
+    c = _case(tmp_path, "ccc", ("organ", "other", None))
+    c = Case(image=f"T2={_second_channel(c, tmp_path, 'ccc')},T1={c.image}", label=c.label,
+             label_names=c.label_names, name="ccc")
+    spec = FinetuneSpec(base=str(out), cases=[c], labels=["organ"], strategy="decoder", output=str(tmp_path / "ft2"),
+                        train=TrainConfig(iterations=2, time_budget=None, device="cpu", val_every=1000, patience=0),
+                        patch_size=(16, 16, 16))
+    assert run_finetune(spec).iterations == 2
+    assert ModelCard.load(tmp_path / "ft2").input_channels == ["T1", "T2"]
+    with pytest.raises(CaseError, match="same channels"):
+        pretrain_masked_reconstruction([images[0], a.image], str(tmp_path / "ssl3"), config)

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sample-data", action="store_true",
                    help="the shipped default model's collection: TotalSegmentator example CT (abdomen) + chest CT "
                         "(lungs, bones), partial labels")
-    p.add_argument("--image", action="append", default=[], help="image (masked-reconstruction, or with --label)")
+    p.add_argument("--image", action="append", default=[], help="image (masked-reconstruction, or with --label); several co-registered channels as "
+                        "'a.nii.gz,b.nii.gz' or 'T1=a.nii.gz,T2=b.nii.gz' (named: matched by name), or a 4D file")
     p.add_argument("--label", action="append", default=[], help="labelmap paired with --image")
     add_label_options(p)
     p.add_argument("--exclude", default="", help="classes to withhold NAME[,NAME] (kept new for later fine-tuning)")

@@ -13,19 +13,19 @@ segmentation network (the head and decoder are re-learned during fine-tuning).
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from TransferSegLib.data.images import read_image
+from TransferSegLib.data.channels import order_channels, read_channels
 from TransferSegLib.data.preprocess import preprocess_image
 from TransferSegLib.data.recipe import Recipe
 from TransferSegLib.errors import CaseError
 from TransferSegLib.model_card import ModelCard
 from TransferSegLib.models.model_dir import save_model_dir
 from TransferSegLib.names import BACKGROUND, normalize_label_name
-from TransferSegLib.specs import Case, FinetuneSpec, NetworkSpec, TrainConfig
+from TransferSegLib.specs import Case, FinetuneSpec, NetworkSpec, TrainConfig, parse_image_argument
 from TransferSegLib.training.finetune import FinetuneResult, run_finetune
 from TransferSegLib.training.loop import Batch, Loop, Reporter, remove_checkpoints, run_loop
 from TransferSegLib.training.networks import build_network, default_network_spec
@@ -99,8 +99,8 @@ def masked_batches(volumes: List[np.ndarray], config: MaskedReconstructionConfig
         rng = loop.np_rng
         batch = np.stack([_random_patch(volumes[rng.integers(len(volumes))], patch, rng) for _ in range(config.batch_size)])
         masks = np.stack([_cube_mask(patch, config.cube, config.mask_ratio, rng) for _ in range(config.batch_size)])
-        target = torch.from_numpy(batch[:, None]).to(loop.device)
-        mask = torch.from_numpy(masks[:, None]).to(loop.device)
+        target = torch.from_numpy(batch).to(loop.device)  # (B, C, X, Y, Z)
+        mask = torch.from_numpy(masks[:, None]).to(loop.device)  # (B, 1, X, Y, Z): the same cubes in every channel
         noise = torch.from_numpy(rng.normal(0, 0.5, target.shape).astype(np.float32)).to(loop.device)
         return Batch(inputs=torch.where(mask, noise, target), target=target, region=mask)
 
@@ -109,7 +109,7 @@ def masked_batches(volumes: List[np.ndarray], config: MaskedReconstructionConfig
 
 def masked_l1(outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
     """L1 between the reconstruction and the original intensities, on the masked voxels only."""
-    mask = batch.region
+    mask = batch.region.expand_as(batch.target)
     return (torch.abs(outputs - batch.target) * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -136,15 +136,19 @@ def pretrain_masked_reconstruction(
     if not images:
         raise CaseError("Self-supervised pretraining needs at least one image.")
     recipe = recipe or Recipe()
-    spec = (network or default_network_spec(1, 1)).with_out_channels(1)
-    volumes = [preprocess_image(read_image(p), recipe)[0] for p in images]
+    volumes, channel_names = _unlabelled_volumes(images, recipe)
+    channels = int(volumes[0].shape[0])
+    spec = network or default_network_spec(channels, channels)
+    if int(spec.args.get("in_channels", channels)) != channels:
+        raise CaseError(f"The network reads {spec.args.get('in_channels')} channel(s) but the images have {channels}.")
+    spec = spec.with_out_channels(channels)  # every channel is reconstructed
     model = build_network(spec)
     work = Path(work_dir) if work_dir else Path(output).expanduser().resolve().parent / f".{Path(output).name}.work"
     result = run_loop(model, config.train_config(), work, masked_batches(volumes, config), masked_l1,
                       reporter=reporter, should_stop=should_stop, resume=resume)
     card = ModelCard(
         name=Path(output).name, network=spec, labels=[BACKGROUND], encoder_only=True, recipe=recipe,
-        patch_size=tuple(int(p) for p in config.patch_size), modality=modality,
+        patch_size=tuple(int(p) for p in config.patch_size), modality=modality, input_channels=channel_names,
         strategy="self-supervised masked reconstruction",
         metrics={"final_reconstruction_l1": round(result.final_loss, 5)},
         training={"iterations": result.iterations, "images": [Path(p).name for p in images],
@@ -156,12 +160,35 @@ def pretrain_masked_reconstruction(
     return out
 
 
+def _unlabelled_volumes(images: Sequence[str], recipe: Recipe) -> Tuple[List[np.ndarray], List[str]]:
+    """Each image preprocessed to ``(C, X, Y, Z)``; an image of several channels is given as one
+    ``a,b`` / ``T1=a,T2=b`` argument (as ``--image`` of ``finetune``) or a 4D file. Every image must
+    have the same channels (named ones in the first image's order)."""
+    volumes: List[np.ndarray] = []
+    names: List[str] = []
+    for index, image in enumerate(images):
+        paths, given = ([str(image)], []) if Path(str(image)).exists() else parse_image_argument(str(image))
+        if index == 0:
+            names = list(given)
+        elif names and given:
+            paths = order_channels(paths, given, names, len(names), f"Image '{image}'")
+        channels = read_channels(paths)
+        array, _ = preprocess_image(channels if len(channels) > 1 else channels[0], recipe)
+        array = array if array.ndim == 4 else array[None]
+        if volumes and array.shape[0] != volumes[0].shape[0]:
+            raise CaseError(f"Image '{image}' has {array.shape[0]} channel(s), the first image "
+                            f"{volumes[0].shape[0]}: give every image the same channels.")
+        volumes.append(array)
+    return volumes, names if len(names) == volumes[0].shape[0] else []
+
+
 def _random_patch(volume: np.ndarray, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    pads = [(0, max(0, int(p) - s)) for p, s in zip(patch, volume.shape)]
+    """A random ``(C, *patch)`` patch of a ``(C, X, Y, Z)`` volume (padded with its minimum if smaller)."""
+    pads = [(0, 0)] + [(0, max(0, int(p) - s)) for p, s in zip(patch, volume.shape[1:])]
     if any(b for _, b in pads):
         volume = np.pad(volume, pads, mode="constant", constant_values=float(volume.min()))
-    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(volume.shape, patch)]
-    return volume[tuple(slice(a, a + int(p)) for a, p in zip(start, patch))].astype(np.float32)
+    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(volume.shape[1:], patch)]
+    return volume[(slice(None),) + tuple(slice(a, a + int(p)) for a, p in zip(start, patch))].astype(np.float32)
 
 
 def _cube_mask(patch: np.ndarray, cube: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
