@@ -347,14 +347,15 @@ def stand_in(module_path: str, mrml=None) -> Iterator[types.SimpleNamespace]:
                  Qt=Anything("Qt"), QIcon=lambda *a: Anything("QIcon"), QSettings=lambda *a: Anything("QSettings"),
                  QObject=QObject, QEvent=Anything("QEvent"), QMessageBox=Anything("QMessageBox"),
                  QHeaderView=Anything("QHeaderView"), QApplication=Anything("QApplication"),
-                 QCursor=lambda *a: Anything("QCursor"))
+                 QCursor=lambda *a: Anything("QCursor"), QLabel=lambda *a: FakeWidget("QLabel", "(made in code)"))
     ctk = _module("ctk")
     if mrml is not None:
         slicer_module = mrml
         util = mrml.util
         saved_util = {name: getattr(util, name, None) for name in GUI_CALLS + ("VTKObservationMixin",)}
         saved_attrs = {name: getattr(mrml, name, None)
-                       for name in ("app", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n")}
+                       for name in ("app", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n",
+                                    "qMRMLNodeComboBox")}
     else:
         slicer_module = _NodeClasses("slicer")
         slicer_module.__path__ = []
@@ -372,6 +373,8 @@ def stand_in(module_path: str, mrml=None) -> Iterator[types.SimpleNamespace]:
     util.delayDisplay = lambda *a, **k: None
     util.VTKObservationMixin = _Observations
     slicer_module.app = Anything("app")
+    # Widgets the panel makes in code (slicer-core has no Qt classes): recorded like the .ui's own.
+    slicer_module.qMRMLNodeComboBox = lambda *a: FakeWidget("qMRMLNodeComboBox", "(made in code)")
     slicer_module.ScriptedLoadableModule = _scripted_module_layer(slicer_module, module_path)
     slicer_module.parameterNodeWrapper = _module("slicer.parameterNodeWrapper", parameterNodeWrapper=parameterNodeWrapper,
                                                  parameterPack=parameterPack, Choice=Choice, WithinRange=WithinRange,

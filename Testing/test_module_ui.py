@@ -7,11 +7,13 @@ Slicer: a widget renamed in one place, a syntax error, a bad import, a parameter
 bound to nothing.
 """
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import time
 import typing
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -185,20 +187,31 @@ def test_module_loads_in_a_slicer_without_torch_or_monai(stand_in, monkeypatch):
     assert {"torch", "monai"} <= set(widget.logic.missing_dependencies())
 
 
-def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tmp_path):
-    """The widget's own code paths with real MRML: a case added, a job followed to its end."""
+@contextlib.contextmanager
+def real_mrml_panel(monkeypatch):
+    """The widget set up under the stand-in on a fresh real MRML scene: (widget, stand-in, application)."""
     slicer_fixture = pytest.importorskip("slicer_fixture")
     real = pytest.importorskip("slicer")
     application = slicer_fixture.MRMLApplication()
     monkeypatch.setattr(real, "mrmlScene", application.scene, raising=False)
     monkeypatch.setattr(real, "modules", application.modules, raising=False)
     monkeypatch.syspath_prepend(str(MODULE.parent))
-    with fake_slicer_app.stand_in(str(MODULE), mrml=real) as app:
-        import TransferSeg
+    try:
+        with fake_slicer_app.stand_in(str(MODULE), mrml=real) as app:
+            import TransferSeg
+
+            widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
+            widget.setup()
+            yield widget, app, application
+    finally:
+        application.scene.Clear(1)
+
+
+def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tmp_path):
+    """The widget's own code paths with real MRML: a case added, a job followed to its end."""
+    with real_mrml_panel(monkeypatch) as (widget, app, application):
         from TransferSegLib.scene.runs import TrainingRun
 
-        widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
-        widget.setup()
         volume, segmentation = widget.logic.load_sample_case(["liver"])
         widget._apply(widget.logic.add_case(volume, segmentation, ["liver"]))
         widget._updateGUI()
@@ -229,23 +242,12 @@ def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tm
         assert widget.ui.trainingStatusLabel.text.startswith("Done")
         assert widget.ui.startButton.text == "Start fine-tuning" and widget.ui.finetuneAgainButton.enabled
         assert not app.messages
-    application.scene.Clear(1)
 
 
-def test_a_busy_device_is_explained_in_the_panel_with_buttons_not_a_shell_command(monkeypatch, tmp_path):
-    slicer_fixture = pytest.importorskip("slicer_fixture")
-    real = pytest.importorskip("slicer")
+def test_a_busy_device_queues_the_job_explained_in_the_panel_with_buttons_not_a_shell_command(monkeypatch, tmp_path):
     from TransferSegLib.jobs.lock import DeviceLock
 
-    application = slicer_fixture.MRMLApplication()
-    monkeypatch.setattr(real, "mrmlScene", application.scene, raising=False)
-    monkeypatch.setattr(real, "modules", application.modules, raising=False)
-    monkeypatch.syspath_prepend(str(MODULE.parent))
-    with fake_slicer_app.stand_in(str(MODULE), mrml=real) as app:
-        import TransferSeg
-
-        widget = TransferSeg.TransferSegWidget(fake_slicer_app.Anything("panel"))
-        widget.setup()
+    with real_mrml_panel(monkeypatch) as (widget, app, application):
         assert widget.ui.welcomeLabel.visible and "Start here" in widget.ui.welcomeLabel.text
         volume, segmentation = widget.logic.load_sample_case(["liver"])
         widget._apply(widget.logic.add_case(volume, segmentation, ["liver"]))
@@ -253,9 +255,79 @@ def test_a_busy_device_is_explained_in_the_panel_with_buttons_not_a_shell_comman
         assert not widget.ui.welcomeLabel.visible  # the first step is done
         p = widget._parameterNode
         p.device, p.strategy = "cpu", "scratch"
+        application.modules.plots = fake_slicer_app.Anything("plots")  # the Plots module: application only
         with DeviceLock("cpu", str(tmp_path / "jobs" / "someone-elses-job")):
             widget._start("none")
-        assert widget.logic.training is None and not app.messages  # no error dialog: explained in place
-        assert widget.ui.busyDeviceWidget.visible
-        assert "someone-elses-job" in widget.ui.busyDeviceLabel.text and "transferseg job" not in widget.ui.busyDeviceLabel.text
-    application.scene.Clear(1)
+            widget._updateGUI()
+            run = widget.logic.training
+            assert run is not None and run.queued and not app.messages  # queued, no error dialog
+            assert widget.ui.busyDeviceWidget.visible and widget.ui.startButton.text == "Stop"
+            assert widget.ui.busyDeviceLabel.text.startswith("Waiting for cpu: the job 'someone-elses-job'")
+            assert "transferseg job" not in widget.ui.busyDeviceLabel.text
+            assert "someone-elses-job" in widget.ui.trainingStatusLabel.text
+            widget.onStartStop()  # Stop: the waiting job is cancelled
+            deadline = time.monotonic() + 240
+            while run.running:  # the panel's timer follows it to its end
+                assert time.monotonic() < deadline, "the queued job did not stop"
+                widget.onTimer()
+                time.sleep(0.5)
+        assert run.state == "cancelled"
+        assert not widget.ui.busyDeviceWidget.visible and widget.ui.startButton.text == "Start fine-tuning"
+
+
+def test_a_multi_channel_model_gets_one_volume_selector_per_channel(monkeypatch, tmp_path):
+    """BraTS reads T1c, T1, T2, FLAIR: the case takes one volume each (a moved one is refused by name);
+    a two-channel model to predict with takes two volumes; a one-channel model hides them all."""
+    import numpy as np
+
+    from TransferSegLib.data.recipe import Recipe
+    from TransferSegLib.model_card import ModelCard
+    from TransferSegLib.specs import NetworkSpec
+
+    with real_mrml_panel(monkeypatch) as (widget, app, application):
+        import slicer as real  # slicer-core, under the stand-in's application parts
+        import TransferSegPanel.cases
+
+        p = widget._parameterNode
+        p.baseModel = "brats_mri_segmentation"
+        widget._updateGUI()
+        rows = widget._case_channels.rows
+        assert widget.ui.caseChannelsWidget.visible and widget.ui.caseVolumeLabel.text == "Volume (T1c):"
+        assert [label.text for label, _ in rows] == ["T1:", "T2:", "FLAIR:"] and all(c.visible for _, c in rows)
+        assert not widget.ui.predictChannelsWidget.visible and widget.ui.targetVolumeLabel.text == "Volume:"
+
+        matrix = np.diag([-1.0, -1.0, 2.0, 1.0])
+        voxels = np.random.default_rng(0).integers(0, 400, (12, 16, 16)).astype(np.int16)
+        t1c, t1, t2, flair = (real.util.addVolumeFromArray(voxels + k, ijkToRAS=matrix, name=n)
+                              for k, n in enumerate(("T1c", "T1", "T2", "FLAIR")))
+        seg = application.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "tumour")
+        seg.SetReferenceImageGeometryParameterFromVolumeNode(t1c)
+        segment = seg.GetSegmentation().AddEmptySegment("tumor_core", "tumor_core")
+        mask = np.zeros(voxels.shape, np.uint8)
+        mask[3:8, 4:10, 4:10] = 1
+        real.util.updateSegmentBinaryLabelmapFromArray(mask, seg, segment, t1c)
+        p.caseVolume, p.caseSegmentation = t1c, seg
+        monkeypatch.setattr(TransferSegPanel.cases, "ticked", lambda widget: ["tumor_core"])
+        shifted = matrix.copy()
+        shifted[0, 3] = 5.0
+        moved = real.util.addVolumeFromArray(voxels, ijkToRAS=shifted, name="FLAIR moved")
+        for (_, combo), node in zip(rows, (t1, t2, moved)):
+            combo.currentNode = lambda node=node: node
+        widget.onAddCase()
+        assert p.cases == [] and "'FLAIR moved' (FLAIR) is not on the grid of 'T1c' (T1c)" in app.messages[-1]
+        rows[2][1].currentNode = lambda: flair
+        widget.onAddCase()
+        [case] = widget._scene_cases()
+        assert case.volumes == [t1c, t1, t2, flair] and case.channel_names == ["T1c", "T1", "T2", "FLAIR"]
+
+        model = tmp_path / "ct-pet"
+        model.mkdir()
+        ModelCard(name="ct pet", network=NetworkSpec("monai.networks.nets.DynUNet", {"in_channels": 2, "out_channels": 2}),
+                  labels=["background", "lesion"], recipe=Recipe(), patch_size=(64, 64, 32),
+                  input_channels=["CT", "PET"]).save(model)
+        p.baseModel, p.modelDirectory = "default", str(model)
+        widget._updateGUI()
+        assert not widget.ui.caseChannelsWidget.visible and widget.ui.caseVolumeLabel.text == "Volume:"
+        assert not any(c.visible for _, c in rows)
+        assert widget.ui.predictChannelsWidget.visible and widget.ui.targetVolumeLabel.text == "Volume (CT):"
+        assert [label.text for label, c in widget._predict_channels.rows if c.visible] == ["PET:"]

@@ -184,8 +184,8 @@ def test_jobs_are_listed_followed_cancelled_resumed_and_deleted(logic, tmp_path)
     assert not run.directory.exists() and other.jobs.rows() == []
 
 
-def test_a_busy_device_names_the_job_holding_it(logic, tmp_path, monkeypatch):
-    from TransferSegLib.jobs.lock import DeviceBusy, DeviceLock
+def test_a_busy_device_queues_the_job_naming_the_holder_and_stop_cancels_it(logic, tmp_path, monkeypatch):
+    from TransferSegLib.jobs.lock import DeviceLock
 
     image = small_ct()
     volume = volume_from_image(image, "ct")
@@ -195,9 +195,21 @@ def test_a_busy_device_names_the_job_holding_it(logic, tmp_path, monkeypatch):
     with DeviceLock("cpu", str(tmp_path / "home" / "jobs" / "the-other-job")):
         busy = logic.jobs.busy("cpu")
         assert busy is not None and busy.job.endswith("the-other-job")
-        with pytest.raises(DeviceBusy, match="the job 'the-other-job'.*Wait for it, cancel it, or pick another"):
-            logic.start_finetune(cases, base="none", strategy="scratch", iterations=1, device="cpu")
-    assert not (tmp_path / "home" / "jobs").exists() or not list((tmp_path / "home" / "jobs").iterdir())
+        run = logic.start_finetune(cases, base="none", strategy="scratch", iterations=1, device="cpu")
+        assert run.running and run.queued  # started, not refused: it waits for the device
+        assert run.status_line().startswith("Waiting for cpu: the job 'the-other-job'")
+        deadline = time.monotonic() + 240
+        while logic.jobs.row(run.directory).state != "queued" or not any(  # the worker itself is waiting
+                e.get("kind") == "queued" for e in run.job.events()):
+            assert time.monotonic() < deadline, "the worker never reached the device queue"
+            assert logic.poll_training() is not None and run.running, run.error
+            time.sleep(0.5)
+        logic.poll_training()
+        assert run.queued and "the-other-job" in run.status_line()
+        logic.cancel_training()  # what Stop does
+        assert logic.wait_for_training(timeout=120).state == "cancelled"
+    assert logic.jobs.row(run.directory).state == "cancelled" and not run.queued
+    assert not (run.directory / "checkpoints" / "checkpoint_last.pt").exists()  # it never trained
 
 
 # --- Slicer's process never imports torch --------------------------------------------------------------

@@ -47,6 +47,7 @@ from TransferSegLib.scene.logic import TransferSegLogic  # noqa: E402
 from TransferSegLib.specs import DEFAULT_STRATEGY, STRATEGY_CHOICES, TrainConfig  # noqa: E402
 from TransferSegPanel import texts  # noqa: E402
 from TransferSegPanel.cases import CasesSection  # noqa: E402
+from TransferSegPanel.channels import ChannelsSection  # noqa: E402
 from TransferSegPanel.closing import CloseGuard  # noqa: E402
 from TransferSegPanel.models import ModelsSection  # noqa: E402
 from TransferSegPanel.predict import PredictSection  # noqa: E402
@@ -93,6 +94,8 @@ class TrainingCase:
     sparse: bool = False
     validation: bool = False
     slices: int = 0
+    channels: List[vtkMRMLScalarVolumeNode]  # channels 2, 3... of a multi-channel model (volume is channel 1)
+    channelNames: List[str]
 
 
 @parameterNodeWrapper
@@ -119,7 +122,7 @@ class TransferSegParameterNode:
 
 
 class TransferSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, ModelsSection, CasesSection,
-                        TrainingSection, PredictSection):
+                        TrainingSection, PredictSection, ChannelsSection):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -190,6 +193,7 @@ class TransferSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Model
         for bar in (ui.downloadProgressBar, ui.predictProgressBar, ui.trainingProgressBar):
             bar.setVisible(False)  # no "0 %" before anything runs
         ui.cancelDownloadButton.setVisible(False)
+        self._set_up_channels()
         self.logic.start_device_query()  # nvidia-smi in a thread: never on the main thread
         self._fill_devices()
         self._fill_models()
@@ -267,6 +271,7 @@ class TransferSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Model
         ui = self.ui
         cases = self._scene_cases()
         self._show_cases()
+        self._show_channels()
         hint = texts.first_step(bool(p.caseVolume), bool(cases))
         ui.welcomeLabel.setVisible(hint is not None)
         ui.welcomeLabel.text = hint or ""
@@ -280,7 +285,7 @@ class TransferSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Model
         ui.finetuneAgainButton.enabled = not training and len(cases) > 0 and bool(p.lastModel)
         ui.addCaseButton.enabled = bool(p.caseVolume and p.caseSegmentation)
         ui.selectAllSegmentsButton.enabled = ui.selectNoSegmentsButton.enabled = bool(p.caseSegmentation)
-        ui.busyDeviceWidget.setVisible(self._busy is not None)
+        ui.busyDeviceWidget.setVisible(self._busy is not None and bool(training and self.logic.training.queued))
         ui.predictButton.text = "Stop" if predicting else "Predict"
         ui.predictButton.enabled = predicting or bool(p.targetVolume and (p.modelDirectory or p.lastModel))
         corrected = p.correctedSegmentation

@@ -207,7 +207,7 @@ def render(state, output: Path, width: int = 620) -> dict:
     fill_table(find(QTableWidget, "metricsTable"), state["metrics"], fit=(1, 2))
     fill_table(find(QTableWidget, "jobsTable"), state["jobs"], fit=(1, 2))
     for hidden in ("welcomeLabel", "dependenciesWidget", "busyDeviceWidget", "downloadProgressBar",
-                   "cancelDownloadButton", "predictProgressBar"):
+                   "cancelDownloadButton", "predictProgressBar", "caseChannelsWidget", "predictChannelsWidget"):
         find(QWidget, hidden).setVisible(False)
     find(ctkCollapsibleButton, "baseModelCollapsibleButton").collapsed = True  # folded: a job is training
     find(ctkCollapsibleButton, "jobsCollapsibleButton").collapsed = False

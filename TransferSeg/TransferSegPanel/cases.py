@@ -54,20 +54,24 @@ class CasesSection:
 
     def _scene_cases(self) -> List[SceneCase]:
         return [SceneCase(c.volume, c.segmentation, list(c.segments), sparse=c.sparse, validation=c.validation,
-                          slices=c.slices)
-                for c in (self._parameterNode.cases if self._parameterNode else []) if c.volume and c.segmentation]
+                          slices=c.slices, channels=list(c.channels), channel_names=list(c.channelNames))
+                for c in (self._parameterNode.cases if self._parameterNode else [])
+                if c.volume and c.segmentation and all(c.channels)]
 
     def _store_cases(self, cases: List[SceneCase]) -> None:
         from TransferSeg import TrainingCase
 
         self._parameterNode.cases = [TrainingCase(c.volume, c.segmentation, list(c.segments), c.sparse,
-                                                  c.validation, c.slices) for c in cases]
+                                                  c.validation, c.slices, channels=list(c.channels),
+                                                  channelNames=list(c.channel_names)) for c in cases]
 
     def onAddCase(self) -> None:
         p = self._parameterNode
+        channels = self._case_channels  # one volume per further channel of a multi-channel base model
         with ErrorDisplay("This case cannot be used.", wait=True):
             self._apply(self.logic.add_case(p.caseVolume, p.caseSegmentation, ticked(self.ui.segmentsList),
-                                            self._scene_cases(), sparse=p.sparse))
+                                            self._scene_cases(), sparse=p.sparse, channels=channels.nodes(),
+                                            channel_names=channels.names))
 
     def _apply(self, result) -> None:
         """Store the new case list; an existing case is replaced only after the user agreed."""
@@ -94,7 +98,7 @@ class CasesSection:
         p = self._parameterNode
         rows = [texts.case_row(c.volume.GetName() if c.volume else "(deleted)",
                                c.segmentation.GetName() if c.segmentation else "(deleted)",
-                               c.segments, c.sparse, c.slices, c.validation) for c in p.cases]
+                               c.segments, c.sparse, c.slices, c.validation, 1 + len(c.channels)) for c in p.cases]
         fill_table(self.ui.casesTable, rows, fit=(3,))
         cases = self._scene_cases()
         self.ui.caseCountLabel.text = texts.case_count(len(cases), sum(c.validation for c in cases))

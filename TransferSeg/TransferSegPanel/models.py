@@ -14,6 +14,7 @@ class ModelsSection:
         """The model table, read from JSON files only (no torch); called again after installs and downloads."""
         try:
             self._models = self.logic.base_models()
+            self._channel_cache.clear()  # a model may have been added, replaced or installed
         except Exception as exc:  # a broken catalog must not break the panel: "default" still works
             logging.warning(f"TransferSeg: model list unavailable: {exc}")
             self._models = []
@@ -36,6 +37,7 @@ class ModelsSection:
         if entry.source == "scratch":
             self._parameterNode.strategy = "scratch"
         self.ui.modelCardLabel.text = texts.model_card(entry)
+        self._show_channels()  # one volume selector per input channel of this base model
         self.ui.downloadModelButton.enabled = not entry.cached and self.logic.task is None
         self.ui.deleteModelButton.enabled = entry.source == "fine-tuned"
 

@@ -29,7 +29,8 @@ class PredictSection:
             return
         with ErrorDisplay("Prediction could not start.", wait=True):
             self.logic.start_prediction(p.targetVolume, p.modelDirectory or p.lastModel, device=p.device,
-                                        tta=p.tta, largest_component=True if p.largestComponent else None)
+                                        tta=p.tta, largest_component=True if p.largestComponent else None,
+                                        channels=self._predict_channels.nodes())
             self.ui.predictProgressBar.setRange(0, 0)  # busy: the worker reports no fraction
             self.ui.predictProgressBar.setVisible(True)
             self.ui.predictStatusLabel.text = self.logic.prediction_status()

@@ -21,13 +21,17 @@ def model_card(entry) -> str:
     warning = "<b>Non-commercial license.</b> " if entry.non_commercial else ""
     where = {"shipped": "shipped with TransferSeg", "fine-tuned": "your fine-tuned model",
              "scratch": "random weights", "catalog": "catalog model"}.get(entry.source, entry.source)
+    channels = list(getattr(entry, "channel_labels", []) or [])
+    reads = f"<br>Reads {len(channels)} channels ({', '.join(channels)}): pick one volume per channel." if channels else ""
     return (f"{warning}<b>{entry.title or entry.name}</b> ({entry.modality or 'any modality'}, {where}): "
-            + (shown or "no classes (encoder or scratch)"))
+            + (shown or "no classes (encoder or scratch)") + reads)
 
 
 def case_row(volume: str, segmentation: str, segments: Sequence[str], sparse: bool, slices: int,
-             validation: bool) -> List[str]:
+             validation: bool, channels: int = 1) -> List[str]:
     annotated = ", ".join(segments)
+    if channels > 1:
+        volume += f" (+{channels - 1} channel{'s' if channels > 2 else ''})"
     if sparse:
         annotated += f" ({slices} slices)" if slices else " (drawn slices)"
     return [volume, segmentation, annotated, "validation" if validation else "training"]

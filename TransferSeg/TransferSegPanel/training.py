@@ -1,5 +1,9 @@
 """Section 3 (fine-tune) and section 6 (jobs): start/stop, follow, a busy device explained, every job listed.
 
+A job started while another holds its device waits, queued: the status line says
+whom it waits for, the busy-device box offers to show or cancel that job, and Stop
+cancels the waiting one.
+
 The last job is remembered in the scene (parameter node) and in Slicer's settings
 (``qt.QSettings``), so a job started before Slicer restarted is found again even when
 the scene was not saved; the Jobs section lists every job of this computer anyway.
@@ -13,7 +17,6 @@ import qt
 import slicer
 
 from TransferSegLib.errors import TransferSegError
-from TransferSegLib.jobs.lock import DeviceBusy
 from TransferSegLib.scene.training_logic import validation_note
 from TransferSegPanel import texts
 from TransferSegPanel.common import ErrorDisplay, WaitCursor, fill_table
@@ -44,15 +47,13 @@ class TrainingSection:
                 run = self.logic.start_finetune(
                     self._scene_cases(), base=base, strategy=p.strategy, time_budget_s=60.0 * p.timeBudgetMinutes,
                     device=p.device, name=p.modelName)
-        except DeviceBusy as exc:  # explained in the panel, with buttons, not a shell command
-            self._busy = self.logic.jobs.busy(p.device)
-            self.ui.busyDeviceLabel.text = self._busy.explain() if self._busy else str(exc)
-            self._updateGUI()
-            return
         except Exception:
             with ErrorDisplay("Fine-tuning could not start."):
                 raise
             return
+        if run.queued:  # the device is busy: explained in the panel, with buttons, not a shell command
+            self._busy = self.logic.jobs.busy(p.device)
+            self.ui.busyDeviceLabel.text = run.waiting
         self._remember_job(str(run.directory))
         self.ui.trainingProgressBar.setValue(0)
         self.ui.trainingStatusLabel.text = texts.training_status(run)
@@ -108,6 +109,8 @@ class TrainingSection:
         self.ui.trainingProgressBar.setVisible(True)
         self.ui.trainingProgressBar.setValue(run.percent())
         self.ui.trainingStatusLabel.text = texts.training_status(run)
+        if self._busy is not None and not run.queued:
+            self._busy = None  # the device came free (or the job ended): nothing to explain any more
         if run.running:
             return
         p = self._parameterNode  # None while the scene closes: the job's end is still shown

@@ -20,6 +20,7 @@ from TransferSegLib.errors import CaseError
 from TransferSegLib.names import normalize_label_name
 from TransferSegLib.paths import write_atomically
 from TransferSegLib.scene.cases import SceneCase, training_labels
+from TransferSegLib.scene.channels import check_channels, write_channel_files
 from TransferSegLib.scene.geometry import (
     Grid, check_scalar, check_untransformed, reference_grid, volume_grid, write_volume_nrrd,
 )
@@ -130,8 +131,9 @@ def _refuse_empty(case: SceneCase, empty: Sequence[str]) -> None:
 
 
 def _check_segments(case: SceneCase) -> Grid:
-    """Pair, names and non-empty ticked segments, reading each layer once; remembers the content checked."""
+    """Pair, channels, names and non-empty ticked segments, reading each layer once; remembers the content checked."""
     grid = check_pair(case.volume, case.segmentation)
+    check_channels(case.volume, case.channels, case.channel_names, f"The case '{case.name}'")
     if not case.segments:
         raise CaseError(f"No segment of '{case.segmentation.GetName()}' is ticked for the case '{case.name}': tick "
                         f"the segments you annotated.")
@@ -198,9 +200,13 @@ def _write_case(case: SceneCase, checked: CaseVoxels, labels: Sequence[str], fol
     if region is not None:
         region_path = folder / f"{stem}_region{LABEL_SUFFIX}"
         write_image_atomic(checked.grid.stamp(sitk.GetImageFromArray(region)), region_path)
-    write_volume_nrrd(case.volume, image_path)
+    if case.channels:  # one file per channel, named as the model names them (matched by name)
+        image: Union[str, List[str]] = write_channel_files(case.volumes, folder, f"{stem}_image")
+    else:
+        write_volume_nrrd(case.volume, image_path)
+        image = str(image_path)
     index = {normalize_label_name(n): n for n in labels}
-    return Case(image=str(image_path), label=str(label_path),
+    return Case(image=image, label=str(label_path), channel_names=list(case.channel_names) if case.channels else [],
                 label_names={i: n for i, n in enumerate(labels, start=1)},
                 annotated=[index[normalize_label_name(n)] for n in case.segments],
                 region=str(region_path) if region_path else None, name=stem)
@@ -223,6 +229,7 @@ def export_cases(cases: Sequence[SceneCase], folder: Union[str, Path],
     labels = list(labels) if labels else training_labels(cases)
     for case in cases:  # cheap checks first: names and geometry, no voxels
         check_pair(case.volume, case.segmentation)
+        check_channels(case.volume, case.channels, case.channel_names, f"The case '{case.name}'")
         _segment_ids(case)
     used: Dict[str, int] = {}
     exported = []

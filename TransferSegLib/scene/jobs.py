@@ -4,7 +4,8 @@ Jobs outlive Slicer (they are background processes writing to a job folder), so 
 panel lists them from the job folders rather than from what this session started:
 attach (follow its progress and plot), cancel, resume (from the last checkpoint),
 delete (a finished or stopped job's folder). A busy device names the job holding it,
-so the panel can offer to show or cancel that job instead of a shell command.
+so the panel can offer to show or cancel that job instead of a shell command (a job
+started meanwhile waits for the device, queued).
 No ``slicer`` import: plain files and processes.
 """
 
@@ -61,6 +62,11 @@ class BusyDevice:
         return (f"The device '{self.device}' is busy: the job '{Path(self.job).name}' (process {self.pid}, since "
                 f"{self.started}) is training on it. Only one job trains on a device at a time, so that neither "
                 f"runs out of memory. Wait for it, cancel it, or pick another device.")
+
+    def waiting(self) -> str:
+        """The status line of a job queued behind this one: 'Waiting for <device>: <holder>'."""
+        return (f"Waiting for {self.device}: the job '{Path(self.job).name}' (process {self.pid}) is training on "
+                f"it. This job starts by itself when it ends; Stop cancels this one.")
 
 
 class JobBoard:

@@ -31,7 +31,7 @@ from TransferSegLib.paths import resources_dir, transferseg_home
 from TransferSegLib.scene.cases import SceneCase
 from TransferSegLib.scene.devices import DeviceProbe, device_list, query_gpus
 from TransferSegLib.scene.export import check_case, describe_slices
-from TransferSegLib.scene.models import ModelRow, model_rows
+from TransferSegLib.scene.models import ModelRow, model_channels, model_rows
 from TransferSegLib.scene.prediction_logic import PredictionLogic, registered_name
 from TransferSegLib.scene.process import default_python
 from TransferSegLib.scene.review import case_from_segmentation
@@ -141,6 +141,12 @@ class TransferSegLogic(TrainingLogic, PredictionLogic, _LogicBase):
         """The model table: shipped default, catalog models, the user's fine-tuned models, scratch (no torch)."""
         return model_rows(resources_dir(), self.work_root)
 
+    @staticmethod
+    def model_channels(name: str) -> Tuple[List[str], Optional[int]]:
+        """(channel names, count) a base or fine-tuned model reads (None: any); JSON only. The panel
+        shows one volume selector per channel, labelled with these names, when the count is over 1."""
+        return model_channels(name, resources_dir())
+
     def _task_folder(self, kind: str) -> Path:
         folder = self.work_root / "tasks" / kind
         shutil.rmtree(folder, ignore_errors=True)
@@ -181,20 +187,25 @@ class TransferSegLogic(TrainingLogic, PredictionLogic, _LogicBase):
 
     @staticmethod
     def make_case(volume, segmentation, segments: Sequence[str], sparse: bool = False,
-                  validation: bool = False) -> SceneCase:
+                  validation: bool = False, channels: Sequence = (), channel_names: Sequence[str] = ()) -> SceneCase:
         """A checked case (one read of the segmentation; raises ``CaseError`` naming what is wrong)."""
-        case = SceneCase(volume, segmentation, list(segments), sparse=sparse, validation=validation)
+        case = SceneCase(volume, segmentation, list(segments), sparse=sparse, validation=validation,
+                         channels=list(channels), channel_names=list(channel_names))
         check_case(case)
         return case
 
     def add_case(self, volume, segmentation, segments: Sequence[str], cases: Sequence[SceneCase] = (),
-                 sparse: bool = False, validation: bool = False, replace: bool = False) -> AddCaseResult:
+                 sparse: bool = False, validation: bool = False, replace: bool = False, channels: Sequence = (),
+                 channel_names: Sequence[str] = ()) -> AddCaseResult:
         """Check a case and add it to ``cases``; a case with the same nodes is replaced only with ``replace``.
 
         Without ``replace``, an existing case with the same volume and segmentation
         gives ``needs_confirmation`` and leaves the list as it was: the panel asks first.
+        ``channels``: for a model of several input channels, the volumes of channels 2, 3...
+        (``volume`` is channel 1; each must be on its grid), ``channel_names`` all channels' names.
         """
-        case = SceneCase(volume, segmentation, list(segments), sparse=sparse, validation=validation)
+        case = SceneCase(volume, segmentation, list(segments), sparse=sparse, validation=validation,
+                         channels=list(channels), channel_names=list(channel_names))
         checked = check_case(case)
         return self._add(case, cases, replace, describe_slices(case, checked) if sparse else "")
 

@@ -9,12 +9,13 @@ torch: only JSON files are opened, so the list shows before dependencies exist.
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 from TransferSegLib.errors import ModelError, TransferSegError
 from TransferSegLib.model_card import ModelCard
 from TransferSegLib.models import catalog
 from TransferSegLib.names import BACKGROUND, normalize_label_name
+from TransferSegLib.scene.channels import channel_labels
 
 
 @dataclass
@@ -29,6 +30,13 @@ class ModelRow:
     non_commercial: bool = False
     cached: bool = True  # False: must be downloaded first
     source: str = ""
+    input_channels: List[str] = field(default_factory=list)  # the model's channel names (may be unnamed: empty)
+    channel_count: int = 1  # input channels the network reads
+
+    @property
+    def channel_labels(self) -> List[str]:
+        """What the panel labels each channel's volume selector with (empty for a one-channel model)."""
+        return channel_labels(self.input_channels, self.channel_count) if self.channel_count > 1 else []
 
     @property
     def classes(self) -> List[str]:
@@ -43,11 +51,23 @@ def _card(folder: Path) -> dict:
         return {}
 
 
+def channel_fields(names, network) -> dict:
+    """``input_channels`` and ``channel_count`` of a row from a card's or a catalog entry's fields."""
+    names = [str(n) for n in (names or [])]
+    args = network.get("args", network) if isinstance(network, dict) else getattr(network, "args", {})
+    try:
+        count = max(1, int(args.get("in_channels", len(names) or 1)))
+    except (TypeError, ValueError):
+        count = max(1, len(names))
+    return {"input_channels": names if len(names) == count else [], "channel_count": count}
+
+
 def model_folder_row(folder: Path, name: str, source: str) -> ModelRow:
     card = _card(folder)
     return ModelRow(name=name, title=str(card.get("name") or folder.name), modality=str(card.get("modality", "")),
                     labels=list(card.get("labels") or []), license=str(card.get("license", "")),
-                    non_commercial=bool(card.get("non_commercial", False)), cached=True, source=source)
+                    non_commercial=bool(card.get("non_commercial", False)), cached=True, source=source,
+                    **channel_fields(card.get("input_channels"), card.get("network") or {}))
 
 
 def _catalog_rows() -> List[ModelRow]:
@@ -59,7 +79,8 @@ def _catalog_rows() -> List[ModelRow]:
         return []
     return [ModelRow(name=entry.name, title=entry.title or entry.name, modality=entry.modality,
                      labels=list(entry.labels), license=entry.license, non_commercial=entry.non_commercial,
-                     cached=entry.cached(), source=entry.source) for entry in entries]
+                     cached=entry.cached(), source=entry.source,
+                     **channel_fields(entry.card.get("input_channels"), entry.network)) for entry in entries]
 
 
 def model_rows(resources: Path, work_root: Path) -> List[ModelRow]:
@@ -77,3 +98,23 @@ def model_rows(resources: Path, work_root: Path) -> List[ModelRow]:
             rows.append(model_folder_row(folder, str(folder), "fine-tuned"))
     rows.append(ModelRow(name="none", title="none (train from scratch)", labels=[BACKGROUND], source="scratch"))
     return rows
+
+
+def model_channels(name: str, resources: Path) -> Tuple[List[str], Optional[int]]:
+    """(channel names, channel count) of a base or fine-tuned model, from JSON only (no torch).
+
+    ``name`` is what the panel passes as a base or a model to predict with: ``default``,
+    ``none`` (any count: a network built for the cases), a model folder or a catalog
+    name. A one-channel model gives ``([], 1)``; a count of None means any (or not known here).
+    """
+    text = str(name or "").strip()
+    if text.lower() in ("none", "scratch"):
+        return [], None
+    folder = resources / "Models" / "default" if text == "default" else Path(text).expanduser()
+    if (folder / "model.json").is_file():
+        row = model_folder_row(folder, text, "")
+    else:
+        row = next((r for r in _catalog_rows() if r.name.lower() == text.lower()), None)
+        if row is None:  # a bundle path or an unknown name: the worker checks its channels
+            return [], None
+    return list(row.input_channels), row.channel_count

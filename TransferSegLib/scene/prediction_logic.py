@@ -18,9 +18,13 @@ import SimpleITK as sitk
 
 from TransferSegLib.errors import CaseError, JobError
 from TransferSegLib.names import normalize_label_name
+from TransferSegLib.scene.channels import (
+    check_channel_count, check_channels, image_argument, remember_channels, write_channel_files,
+)
 from TransferSegLib.scene.export import check_pair, write_image_atomic
 from TransferSegLib.scene.geometry import write_volume_nrrd
 from TransferSegLib.scene.imports import import_prediction
+from TransferSegLib.scene.models import channel_fields
 from TransferSegLib.scene.process import CommandProcess
 from TransferSegLib.scene.runs import PredictionRun, read_model_card
 from TransferSegLib.scene.segmentations import find_segment_id, labelmap_array, segment_names
@@ -46,26 +50,37 @@ class PredictionLogic:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=str(root)))
 
     def start_prediction(self, volume, model_dir, device: str = "auto", tta: bool = False,
-                         largest_component: Optional[bool] = None) -> PredictionRun:
+                         largest_component: Optional[bool] = None, channels: Sequence = ()) -> PredictionRun:
         """Export the volume and start predicting it in a worker process; returns at once.
 
         ``largest_component``: None follows the model's per-class clean-up decisions (model.json),
-        True/False forces it on/off for every class."""
+        True/False forces it on/off for every class. ``channels``: for a model of several input
+        channels, the volumes of channels 2, 3... in the model's order (``volume`` is channel 1),
+        each on ``volume``'s grid."""
         if self.prediction is not None and self.prediction.process.poll() is None:
             raise JobError("A prediction is already running: wait for it or stop it.")
         card = read_model_card(model_dir)
+        inputs = channel_fields(card.get("input_channels"), card.get("network") or {})
+        names = inputs["input_channels"]
+        check_channel_count(str(card["name"]), names, inputs["channel_count"], 1 + len(channels),
+                            f"the prediction of '{volume.GetName() if volume is not None else '(no volume)'}'")
+        check_channels(volume, list(channels), names, f"Predicting '{volume.GetName()}'")
         folder = self._scratch_folder("predict-")
-        image_path = folder / "image.nrrd"
-        write_volume_nrrd(volume, image_path)
+        if channels:
+            image = image_argument(write_channel_files([volume] + list(channels), folder, "image"), names)
+        else:
+            write_volume_nrrd(volume, folder / "image.nrrd")
+            image = str(folder / "image.nrrd")
         output = folder / "prediction.nii.gz"
-        args = ["predict", "--model", str(model_dir), "--image", str(image_path), "--output", str(output),
+        args = ["predict", "--model", str(model_dir), "--image", image, "--output", str(output),
                 "--device", device]
         if tta:
             args.append("--tta")
         if largest_component is not None:
             args.append("--largest-component" if largest_component else "--no-largest-component")
         process = CommandProcess(args, folder / "predict.log", python=self.python)
-        self.prediction = PredictionRun(process, volume, Path(model_dir), str(card["name"]), list(card["labels"]), output)
+        self.prediction = PredictionRun(process, volume, Path(model_dir), str(card["name"]), list(card["labels"]), output,
+                                        channels=list(channels), channel_names=list(names))
         return self.prediction
 
     def prediction_status(self) -> str:
@@ -88,6 +103,7 @@ class PredictionLogic:
         if code != 0 or not run.output.is_file():
             raise run.process.failure()
         node = import_prediction(run.output, run.volume, run.model_name, run.labels)
+        remember_channels(node, run.channels, run.channel_names)
         shutil.rmtree(run.output.parent, ignore_errors=True)
         return node
 
@@ -99,9 +115,9 @@ class PredictionLogic:
             self.prediction = None
 
     def predict(self, volume, model_dir, device: str = "auto", tta: bool = False,
-                largest_component: Optional[bool] = None, timeout: Optional[float] = None):
+                largest_component: Optional[bool] = None, timeout: Optional[float] = None, channels: Sequence = ()):
         """Predict and wait: the new segmentation node "<volume> – <model>"."""
-        run = self.start_prediction(volume, model_dir, device, tta, largest_component)
+        run = self.start_prediction(volume, model_dir, device, tta, largest_component, channels)
         run.process.wait(timeout)
         return self.poll_prediction()
 

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 from TransferSegLib.errors import CaseError
 from TransferSegLib.names import normalize_label_name
 from TransferSegLib.scene.cases import SceneCase
+from TransferSegLib.scene.channels import remembered_channels
 from TransferSegLib.scene.export import check_case, check_pair
 from TransferSegLib.scene.segmentations import find_segment_id, present_segments, segment_names
 
@@ -42,7 +43,8 @@ def case_from_segmentation(segmentation, reviewed: Optional[Sequence[str]] = Non
 
     ``reviewed`` must name the segments the user checked; ``None`` is accepted only
     for a segmentation that is not a model's prediction (then every non-empty segment
-    counts, as for a hand-drawn case). The volume defaults to the segmentation's source.
+    counts, as for a hand-drawn case). The volume defaults to the segmentation's source; a
+    prediction of a multi-channel model keeps the channel volumes it was predicted from.
     """
     if segmentation is None:
         raise CaseError("Pick the corrected segmentation to add as a training case.")
@@ -70,6 +72,8 @@ def case_from_segmentation(segmentation, reviewed: Optional[Sequence[str]] = Non
     if not chosen:
         raise CaseError(f"No segment of '{segmentation.GetName()}' is ticked as reviewed: tick the classes you "
                         f"checked and corrected.")
-    case = SceneCase(volume=volume, segmentation=segmentation, segments=chosen, sparse=sparse)
+    channels, names = remembered_channels(segmentation) if volume is source_volume(segmentation) else ([], [])
+    case = SceneCase(volume=volume, segmentation=segmentation, segments=chosen, sparse=sparse, channels=channels,
+                     channel_names=names)
     check_case(case)
     return case

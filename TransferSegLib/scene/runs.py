@@ -40,6 +40,11 @@ class TrainingRun:
     validation: Dict[str, Any] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     strategy: str = ""  # what ran, from the started event ("full (auto)")
+    waiting: str = ""  # while queued behind another job on the device: whom it waits for
+
+    @property
+    def queued(self) -> bool:
+        return self.running and bool(self.waiting)
 
     @property
     def running(self) -> bool:
@@ -52,6 +57,8 @@ class TrainingRun:
             return f"Done{score}. Model: {self.model}"
         if self.state in ("failed", "cancelled"):
             return self.error or self.state.capitalize()
+        if self.waiting:
+            return self.waiting
         if not self.progress:
             return "Starting (loading the base model and cases)…"
         parts = [f"iteration {self.progress.get('iteration', 0)}"]
@@ -74,6 +81,10 @@ class TrainingRun:
         kind = _kind(event)
         if self.plot is not None:
             self.plot.add_event(dict(event, kind=kind))
+        if kind == "queued":  # the worker found the device busy: it waits (our own words if we have them)
+            self.waiting = self.waiting or str(event.get("message") or "Waiting for the device.")
+        elif kind in ("started", "progress", "validation", "error", "failed", "cancelled", "finished"):
+            self.waiting = ""
         if kind == "started":
             auto = event.get("strategy_requested") == "auto"
             self.strategy = f"{event.get('strategy', '')}{' (auto)' if auto else ''}"
@@ -135,6 +146,8 @@ class PredictionRun:
     model_name: str
     labels: List[str]
     output: Path
+    channels: List[Any] = field(default_factory=list)  # volumes of channels 2, 3... (multi-channel models)
+    channel_names: List[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
 

@@ -2,8 +2,10 @@
 
 Only the export runs in Slicer's process (one read per segmentation layer, see
 ``segmentations``); training is a job of the job layer, started with ``python``
-(``PythonSlicer`` in Slicer). The device is checked before anything is exported, so
-a busy GPU is refused at once with the job holding it (``JobBoard.busy``).
+(``PythonSlicer`` in Slicer). A busy device does not refuse the start: the job waits
+``queued`` until the job holding the device ends (the job layer's queue), and the
+run says at once whom it waits for (``JobBoard.busy``), so the panel can show it
+with a button to follow or cancel that job, and Stop cancels the waiting one.
 """
 
 import datetime
@@ -13,11 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from TransferSegLib.errors import JobError, ModelError, TransferSegError
+from TransferSegLib.errors import CaseError, JobError, ModelError, TransferSegError
 from TransferSegLib.names import normalize_label_name
+from TransferSegLib.paths import resources_dir
 from TransferSegLib.scene.cases import SceneCase, training_labels
+from TransferSegLib.scene.channels import check_channel_count
 from TransferSegLib.scene.export import export_cases
 from TransferSegLib.scene.jobs import JobBoard
+from TransferSegLib.scene.models import model_channels
 from TransferSegLib.scene.plot import TrainingPlot
 from TransferSegLib.scene.runs import TrainingRun, read_model_card
 from TransferSegLib.specs import AUTO, DEFAULT_STRATEGY, TrainConfig, check_strategy
@@ -38,6 +43,17 @@ def validation_note(cases: Sequence[SceneCase]) -> str:
         return "Every case is ticked for validation: untick at least one to train on."
     return ("Validation on the training case(s) themselves (tick 'validation' on a case to hold it out): the Dice "
             "shows how well the model fits them, not how it generalizes.")
+
+
+def check_case_channels(cases: Sequence[SceneCase], base: str) -> None:
+    """Every case gives one volume per input channel of the base model (a scratch model: the same count)."""
+    names, count = model_channels(base, resources_dir())
+    for case in cases:
+        check_channel_count(base, names, count, len(case.volumes), f"the case '{case.name}'")
+    counts = sorted({len(c.volumes) for c in cases})
+    if len(counts) > 1:
+        raise CaseError(f"The cases have different numbers of channels ({', '.join(map(str, counts))}): give every "
+                        f"case the same channels, or train one model per kind of case.")
 
 
 class TrainingLogic:
@@ -65,7 +81,7 @@ class TrainingLogic:
         train: Optional[Dict[str, Any]] = None,
         plot: bool = True,
     ) -> TrainingRun:
-        """Export the cases and start a fine-tuning job; returns at once.
+        """Export the cases and start a fine-tuning job; returns at once (queued while the device is busy).
 
         ``labels`` default to the ticked segment names of all cases, in order; when
         ``base`` is a model folder (fine-tuning again) its classes keep their values.
@@ -81,11 +97,8 @@ class TrainingLogic:
         train_cases = [c for c in cases if not c.validation]
         if cases and not train_cases:
             raise JobError(validation_note(cases))
-        busy = self.jobs.busy(device)
-        if busy is not None:
-            from TransferSegLib.jobs.lock import DeviceBusy
-
-            raise DeviceBusy(busy.explain())
+        check_case_channels(cases, str(base))
+        busy = self.jobs.busy(device)  # not a refusal: the worker waits for the device, queued
         previous: List[str] = []
         if Path(str(base)).is_dir() and (Path(str(base)) / "model.json").is_file():
             # Keep the previous model's order for the classes the cases still annotate.
@@ -125,7 +138,8 @@ class TrainingLogic:
                        name=model_name, patch_size=list(patch_size) if patch_size else None)
         job = start_job(spec, directory, python=self.python)
         self.training = TrainingRun(job=job, directory=Path(directory), output=output, labels=target,
-                                    plot=TrainingPlot(f"TransferSeg {model_name}") if plot else None)
+                                    plot=TrainingPlot(f"TransferSeg {model_name}") if plot else None,
+                                    waiting=busy.waiting() if busy is not None else "")
         return self.training
 
     def attach_training(self, directory) -> TrainingRun:
