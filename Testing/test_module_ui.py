@@ -237,6 +237,7 @@ def test_panel_lists_cases_and_takes_the_model_of_a_finished_job(monkeypatch, tm
                                             labels=["liver"])
         widget.onTimer()
         assert widget._parameterNode.lastModel == str(tmp_path / "model")
+        assert widget.ui.predictCollapsibleButton.collapsed is False  # a model is ready: Predict opens
         assert widget._parameterNode.modelDirectory == str(tmp_path / "model")
         assert widget._parameterNode.jobDirectory == ""  # nothing left to re-attach to
         assert widget.ui.trainingStatusLabel.text.startswith("Done")
@@ -249,6 +250,8 @@ def test_a_busy_device_queues_the_job_explained_in_the_panel_with_buttons_not_a_
 
     with real_mrml_panel(monkeypatch) as (widget, app, application):
         assert widget.ui.welcomeLabel.visible and "Start here" in widget.ui.welcomeLabel.text
+        # The first view: Predict and Review fold until there is a model and a prediction.
+        assert widget.ui.predictCollapsibleButton.collapsed and widget.ui.reviewCollapsibleButton.collapsed
         volume, segmentation = widget.logic.load_sample_case(["liver"])
         widget._apply(widget.logic.add_case(volume, segmentation, ["liver"]))
         widget._updateGUI()

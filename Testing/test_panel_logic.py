@@ -206,6 +206,7 @@ def test_a_busy_device_queues_the_job_naming_the_holder_and_stop_cancels_it(logi
             time.sleep(0.5)
         logic.poll_training()
         assert run.queued and "the-other-job" in run.status_line()
+        assert logic.jobs.row(run.directory).status_text() == "waiting for cpu"  # the Jobs table's words
         logic.cancel_training()  # what Stop does
         assert logic.wait_for_training(timeout=120).state == "cancelled"
     assert logic.jobs.row(run.directory).state == "cancelled" and not run.queued

@@ -204,6 +204,7 @@ class TransferSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Model
             self._close_guard = CloseGuard(self.logic)
             main_window.installEventFilter(self._close_guard)
         self.initializeParameterNode()
+        self._fold_by_state()
         self._timer.start()  # until the GPU list has arrived
 
     def _resource(self, relative: str) -> str:

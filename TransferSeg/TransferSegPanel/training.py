@@ -64,6 +64,13 @@ class TrainingSection:
         self._fill_jobs()
         self._updateGUI()
 
+    def _fold_by_state(self) -> None:
+        """The first view shows what comes first: Predict opens once there is a model, Review once there
+        is a prediction (each section's title still opens it)."""
+        p = self._parameterNode
+        self.ui.predictCollapsibleButton.collapsed = not (p is not None and (p.modelDirectory or p.lastModel))
+        self.ui.reviewCollapsibleButton.collapsed = not (p is not None and p.correctedSegmentation)
+
     def _remember_job(self, directory: str) -> None:
         self._parameterNode.jobDirectory = directory
         qt.QSettings().setValue(LAST_JOB, directory)

@@ -42,6 +42,8 @@ class JobRow:
         return self.state in ("cancelled", "failed")
 
     def status_text(self) -> str:
+        if self.state == "queued" and self.device:  # behind another job on its device
+            return f"waiting for {self.device}"
         if self.running and self.percent is not None:
             return f"{self.state} {self.percent:.0f}%"
         if self.state == "finished" and self.mean_dice is not None:
