@@ -17,7 +17,8 @@ from torch import nn
 
 from TransferSegLib.data.preprocess import PreprocessInfo, preprocess_image
 from TransferSegLib.errors import ModelError
-from TransferSegLib.inference import nnunet_window
+from TransferSegLib.data.nnunet_preprocess import restore_logits
+from TransferSegLib.inference import nnunet_restore, nnunet_window
 from TransferSegLib.inference.cleanup import (
     CleanupOverride, cleanup_classes, keep_largest_components, recorded_decisions,
 )
@@ -222,22 +223,31 @@ def predict_image(
 def _predict_nnunet(model: nn.Module, info: BaseModel, channels: List[sitk.Image], dev: torch.device,
                     options: InferenceOptions, keep_probabilities: bool, uncertainty: bool,
                     probabilities_path: Optional[Path]) -> Prediction:
-    """An nnU-Net model: nnU-Net's own sliding window and way back, so the labels are nnUNetv2_predict's."""
+    """An nnU-Net model: nnU-Net's own sliding window and way back, so the labels are nnUNetv2_predict's.
+
+    The labelmap alone is restored a slab at a time (``nnunet_restore``); every class on
+    the input grid is computed only when probabilities or uncertainty are asked for."""
     image = channels[0]
-    restored = nnunet_window.predict_probabilities(model, image if len(channels) == 1 else channels,
-                                                   info.recipe.nnunet, dev, tta=options.tta,
-                                                   batch_size=options.sw_batch_size or 2)
-    labels_zyx = np.ascontiguousarray(np.argmax(restored, axis=0).astype(np.uint8).transpose(2, 1, 0))
+    logits, prep = nnunet_window.predict_logits(model, image if len(channels) == 1 else channels,
+                                                info.recipe.nnunet, dev, tta=options.tta,
+                                                batch_size=options.sw_batch_size or 2)
+    restored: Optional[np.ndarray] = None
+    if keep_probabilities or uncertainty or probabilities_path is not None:
+        restored = restore_logits(logits, prep)
+        labels_zyx = np.ascontiguousarray(np.argmax(restored, axis=0).astype(np.uint8).transpose(2, 1, 0))
+    else:
+        labels_zyx = nnunet_restore.restore_labels(logits, prep)
+    del logits
     cleaned = cleanup_classes(info.labels, recorded_decisions(info.card, f"model '{info.name}'"), options.largest_component)
     if cleaned:
         labels_zyx = keep_largest_components(labels_zyx, cleaned, in_place=True)
     labelmap = sitk.GetImageFromArray(labels_zyx)
     labelmap.CopyInformation(image)
     unc = None
-    if uncertainty:
+    if uncertainty and restored is not None:
         unc = sitk.GetImageFromArray(normalized_entropy(torch.from_numpy(restored)).permute(2, 1, 0).numpy())
         unc.CopyInformation(image)
-    if probabilities_path is not None:
+    if probabilities_path is not None and restored is not None:
         vector = sitk.GetImageFromArray(restored.transpose(3, 2, 1, 0), isVector=True)
         vector.CopyInformation(image)
         tmp = temporary_sibling(Path(probabilities_path))

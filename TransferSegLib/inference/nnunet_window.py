@@ -18,7 +18,7 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from TransferSegLib.data.nnunet_preprocess import preprocess_image, restore_logits
+from TransferSegLib.data.nnunet_preprocess import NnunetPreprocessInfo, preprocess_image, restore_logits
 from TransferSegLib.data.nnunet_recipe import NnunetRecipe
 
 
@@ -101,12 +101,19 @@ def sliding_window_logits(model: nn.Module, image: np.ndarray, patch: Sequence[i
     return logits[(slice(None),) + unpad].cpu().numpy()
 
 
-def predict_probabilities(model: nn.Module, image: Union[sitk.Image, Sequence[sitk.Image]], recipe: NnunetRecipe,
-                          device: torch.device,
-                          tta: bool = False, batch_size: int = 2) -> np.ndarray:
-    """Softmax probabilities ``(C, X, Y, Z)`` on ``image``'s grid, as ``nnUNetv2_predict`` computes them
+def predict_logits(model: nn.Module, image: Union[sitk.Image, Sequence[sitk.Image]], recipe: NnunetRecipe,
+                   device: torch.device, tta: bool = False,
+                   batch_size: int = 2) -> Tuple[np.ndarray, NnunetPreprocessInfo]:
+    """nnU-Net's preprocessing and sliding window: logits on the network's grid and the way back
     (``tta``: mirroring along the checkpoint's allowed axes; off is ``--disable_tta``)."""
     array, info = preprocess_image(image, recipe)
     logits = sliding_window_logits(model.to(device), array, recipe.patch_size, device,
                                    recipe.mirror_axes if tta else None, batch_size)
-    return restore_logits(logits, info)
+    return logits, info
+
+
+def predict_probabilities(model: nn.Module, image: Union[sitk.Image, Sequence[sitk.Image]], recipe: NnunetRecipe,
+                          device: torch.device,
+                          tta: bool = False, batch_size: int = 2) -> np.ndarray:
+    """Softmax probabilities ``(C, X, Y, Z)`` on ``image``'s grid, as ``nnUNetv2_predict`` computes them."""
+    return restore_logits(*predict_logits(model, image, recipe, device, tta, batch_size))
