@@ -99,6 +99,9 @@ def test_events_stream_while_the_worker_runs_and_cancel_stops_it_with_a_checkpoi
     wait_for_event(job, lambda e: e["kind"] == "progress" and e["iteration"] >= 2, seen=seen)
     started = next(e for e in seen if e["kind"] == "started")
     assert started["device"] == "cpu" and started["device_name"] and started["labels"] == ["background", "blob"]
+    # the first event comes before torch is loaded (the worker's own sys.modules), so it does not wait for it
+    assert seen[0]["kind"] == "info" and seen[0]["phase"] == "starting" and seen[0]["torch_loaded"] is False
+    assert seen[0]["pid"] == read_state(job.directory).pid and seen.index(started) > 0
     progress = [e for e in seen if e["kind"] == "progress"]
     for key in ("iteration", "percent", "epoch", "loss", "lr", "its_per_s", "eta_s", "elapsed_s"):
         assert key in progress[-1], key

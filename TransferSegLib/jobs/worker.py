@@ -227,6 +227,12 @@ class Worker:
         warnings.showwarning = relay
         return lambda: setattr(warnings, "showwarning", previous)
 
+    def _say_starting(self) -> None:
+        """The first event, before torch is imported (that and reading the cases take seconds): a front
+        end shows at once that the worker runs; ``torch_loaded`` records that it came first."""
+        self.writer.event("info", phase="starting", pid=os.getpid(), torch_loaded="torch" in sys.modules,
+                          message="Starting: loading PyTorch and the cases.")
+
     def run(self) -> int:
         refused = self._begin()
         if refused is not None:
@@ -234,6 +240,7 @@ class Worker:
         lock: Optional[DeviceLock] = None
         restore_warnings = self._relay_warnings()
         try:
+            self._say_starting()
             if self.stop():
                 raise TrainingCancelled("Cancelled before training started.")
             spec = JobSpec.load(self.job_dir / SPEC)
