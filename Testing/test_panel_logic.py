@@ -231,6 +231,7 @@ def test_the_panel_logic_never_imports_torch_or_monai(tmp_path):
         from TransferSegLib.scene.runs import read_model_card
         logic = TransferSegLogic(python=sys.executable, work_root={str(tmp_path / 'home')!r})
         rows = logic.base_models()
+        assert logic.model_channels("brats_mri_segmentation") == (["T1c", "T1", "T2", "FLAIR"], 4)
         read_model_card(logic.requirements_path().replace("requirements.txt", "Models/default"))
         volume, segmentation = logic.load_sample_case(["liver", "spleen"])
         added = logic.add_case(volume, segmentation, ["liver", "spleen"], sparse=True)
