@@ -11,6 +11,7 @@ node and says what to do. This file only re-exports; the code lives in:
 - ``export``: checking a case and writing its files (``export_cases``),
 - ``imports``: labelmaps and predictions as new segmentation nodes,
 - ``review``: a corrected prediction as a case with only the reviewed classes,
+- ``channels``: one volume per input channel of a multi-channel model (checked on one grid),
 - ``geometry``, ``terminology``, ``plot``, ``runs``, ``process``, ``models``, ``logic``...
 """
 
