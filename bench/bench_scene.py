@@ -1,13 +1,14 @@
 """Main-thread time of the panel's "Add current case" and "Start fine-tuning" on a big case, in real MRML.
 
-Usage: python bench/bench_scene.py [--size 512 512 300] [--segments 41] [--keep-job]
+Usage: python bench/bench_scene.py [--size 512 512 300] [--segments 41] [--channels 1] [--keep-job]
 
 Builds, with slicer-core (no Slicer application), a volume of the given size (i, j, k)
 and a segmentation with that many non-overlapping segments drawn on it, then runs the
 module Logic's two paths the way the panel does: ``add_case`` (what "Add current case"
 runs) and ``start_finetune`` (what "Start fine-tuning" runs: export of the case, job
-spec, worker launch). The worker is cancelled right after it was launched: training is
-not what is measured. The last line printed is one JSON object::
+spec, worker launch). With ``--channels N`` the case has N co-registered volumes (one
+per input channel, as for BraTS' four MR sequences): each is checked and written. The
+worker is cancelled right after it was launched: training is not what is measured. The last line printed is one JSON object::
 
     {"add_case_s": ..., "start_s": ..., "torch_imported": ...}
 
@@ -31,6 +32,8 @@ sys.path.insert(0, str(ROOT / "Testing"))
 
 import numpy as np  # noqa: E402
 
+IJK_TO_RAS = np.diag([-0.8, -0.8, 1.5, 1.0])  # 0.8 × 0.8 × 1.5 mm voxels, a CT's usual grid
+
 
 def build_case(size, segments: int):
     """A CT-like volume and a segmentation with ``segments`` bricks, as the user's nodes."""
@@ -39,7 +42,7 @@ def build_case(size, segments: int):
 
     i, j, k = size
     voxels = np.random.default_rng(0).integers(-1000, 1000, size=(k, j, i), dtype=np.int16)
-    ijk_to_ras = np.diag([-0.8, -0.8, 1.5, 1.0])
+    ijk_to_ras = IJK_TO_RAS
     volume = slicer.util.addVolumeFromArray(voxels, ijkToRAS=ijk_to_ras, name="big CT")
     labels = np.zeros((k, j, i), np.uint8)
     per_side = int(np.ceil(np.sqrt(segments)))
@@ -66,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 300], help="volume size i j k (default: 512 512 300)")
     parser.add_argument("--segments", type=int, default=41, help="number of segments (default: 41)")
+    parser.add_argument("--channels", type=int, default=1, help="volumes per case, one per input channel (default: 1)")
     parser.add_argument("--keep-job", action="store_true", help="keep the job folder (default: removed)")
     args = parser.parse_args()
 
@@ -86,10 +90,13 @@ def main() -> None:
     rows = logic.base_models()  # what the panel does when it opens: the model list
     print(f"model list: {len(rows)} rows", flush=True)
     ticked = segment_names(segmentation)
+    channels = [slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(volume) // (n + 2),
+                                               ijkToRAS=IJK_TO_RAS, name=f"channel {n + 2}")
+                for n in range(args.channels - 1)]
+    names = [f"C{n + 1}" for n in range(args.channels)] if channels else []
 
     t0 = time.perf_counter()
-    result = logic.add_case(volume, segmentation, ticked) if hasattr(logic, "add_case") else \
-        logic.make_case(volume, segmentation, ticked)
+    result = logic.add_case(volume, segmentation, ticked, channels=channels, channel_names=names)
     add_case_s = time.perf_counter() - t0
     case = getattr(result, "case", result)
     print(f"add case: {add_case_s:.2f} s", flush=True)
@@ -112,7 +119,7 @@ def main() -> None:
         application.scene.Clear(1)
     print(json.dumps({"add_case_s": round(add_case_s, 2), "start_s": round(start_s, 2),
                       "torch_imported": torch_imported, "size": args.size, "segments": args.segments,
-                      "cpus": os.cpu_count()}))
+                      "channels": args.channels, "cpus": os.cpu_count()}))
 
 
 if __name__ == "__main__":
