@@ -303,6 +303,19 @@ def test_volume_written_straight_to_nrrd_reads_back_with_the_same_voxels_and_geo
     assert not list(tmp_path.glob(".partial-*"))
 
 
+def test_a_short_nrrd_write_is_refused_and_never_replaces_the_file(mrml_scene, tmp_path, monkeypatch):
+    """The size check that replaces reading the file back: a writer that stops early (a full disk) fails."""
+    from TransferSegLib.errors import OutputError
+    from TransferSegLib.scene import geometry
+
+    volume = volume_from_image(oblique_image(size=(13, 11, 7)), "oblique ct")
+    (tmp_path / "ct.nrrd").write_bytes(b"the user's file")
+    monkeypatch.setattr(geometry.np, "ascontiguousarray", lambda voxels: np.asarray(voxels).ravel()[:-5])
+    with pytest.raises(OutputError, match=r"did not complete: the file holds \d+ of its \d+ bytes"):
+        geometry.write_volume_nrrd(volume, tmp_path / "ct.nrrd")
+    assert (tmp_path / "ct.nrrd").read_bytes() == b"the user's file" and not list(tmp_path.glob(".partial-*"))
+
+
 def test_every_class_name_of_the_shipped_label_tables_has_a_terminology_entry():
     import json
     from pathlib import Path

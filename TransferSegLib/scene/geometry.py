@@ -19,6 +19,7 @@ import vtk
 
 from TransferSegLib.data.grid import Grid
 from TransferSegLib.errors import CaseError
+from TransferSegLib.file_integrity import IncompleteFile
 from TransferSegLib.paths import write_atomically
 
 
@@ -77,7 +78,9 @@ def write_volume_nrrd(volume, path) -> None:
     """A scalar volume node straight to an uncompressed NRRD file (LPS, exact geometry), atomically.
 
     Writes the node's voxels without the two copies a SimpleITK round trip makes: a
-    512×512×300 CT takes a fraction of a second. ``path`` is replaced only when complete.
+    512×512×300 CT takes a fraction of a second. ``path`` is replaced only when complete:
+    the file's size must be the header's plus every voxel's bytes (``paths``' generic
+    check would read the whole file back for the same answer: 0.5 s per 150 MB).
     """
     check_scalar(volume)
     check_untransformed(volume)
@@ -94,11 +97,16 @@ def write_volume_nrrd(volume, path) -> None:
               "kinds: domain domain domain\n"
               f"endian: {'little' if voxels.dtype.byteorder in ('<', '=', '|') else 'big'}\nencoding: raw\n"
               f"space origin: ({','.join(f'{v:.17g}' for v in grid.origin)})\n\n")
+    expected = len(header.encode("ascii")) + voxels.nbytes
+
     def write(temporary: Path) -> None:
         with open(temporary, "wb") as handle:
             handle.write(header.encode("ascii"))
             np.ascontiguousarray(voxels).tofile(handle)
-    write_atomically(Path(path), write)
+        written = temporary.stat().st_size
+        if written != expected:  # the whole check a raw NRRD needs, without reading 150 MB back
+            raise IncompleteFile(f"holds {written} of its {expected} bytes")
+    write_atomically(Path(path), write, verify=False)
 
 
 def volume_from_image(image: sitk.Image, name: str, labelmap: bool = False):
