@@ -79,3 +79,22 @@ def test_axis_plans_follow_zoom_and_nnunet_nearest_rule():
         nearest = AxisPlan.nearest(7, target).apply(values, 1)[0, :, 0, 0]
         assert np.array_equal(nearest, npp._along_axis_nearest(values[0, :, 0, 0], 0, target))
     assert np.array_equal(AxisPlan.linear(1, 4).apply(values[:, :1], 1)[0, :, 0, 0], np.repeat(values[0, 0, 0, 0], 4))
+
+
+def test_predict_file_gives_the_same_labels_with_and_without_the_whole_volume_outputs(tmp_path):
+    """The slab path (labelmap only) and the whole-volume path (asked for uncertainty) on the real test model."""
+    pytest.importorskip("dynamic_network_architectures")
+    from TransferSegLib.data.sample_data import sample_cases
+    from TransferSegLib.inference.infer import predict_file
+
+    folder = next((Path(__file__).parent / "data" / "nnunet" / "Dataset990_TransferSegTiny").iterdir())
+    from TransferSegLib.data.images import read_image
+
+    image = tmp_path / "ct.nii.gz"  # a quarter of the DICOM CT's plane at 0.98 x 0.98 x 2 mm: resampled and back
+    sitk.WriteImage(read_image(sample_cases()["ts_dicom"].image)[128:384, 160:416, :], str(image))
+    plain = predict_file(folder, image, tmp_path / "labels.nii.gz", device="cpu")
+    whole = predict_file(folder, image, tmp_path / "with.nii.gz", device="cpu", uncertainty_path=tmp_path / "u.nii.gz")
+    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / n))) for n in ("labels.nii.gz", "with.nii.gz"))
+    assert a.shape == b.shape and (a > 0).any() and np.array_equal(a, b)
+    assert plain.uncertainty is None and whole.uncertainty is not None
+    assert sitk.ReadImage(str(tmp_path / "u.nii.gz")).GetSize() == sitk.ReadImage(str(tmp_path / "labels.nii.gz")).GetSize()
