@@ -171,7 +171,7 @@ def run(args) -> int:
         printer.close()
         print(f"model written to {result.model_dir}")
         return 0
-    from TransferSegLib.jobs.api import run_job_foreground, start_job
+    from TransferSegLib.jobs.api import start_job
     from TransferSegLib.jobs.spec import JobSpec
 
     job_spec = JobSpec.from_finetune_spec(spec)

@@ -5,7 +5,6 @@ folder can sit on a shared drive and be run by a worker on another machine.
 """
 
 import datetime
-import os
 import uuid
 from pathlib import Path
 from typing import Optional
