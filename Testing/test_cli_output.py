@@ -94,6 +94,9 @@ def test_predict_with_a_base_model_itself_and_its_warning_on_one_line(tmp_path, 
         assert main(["predict", "--model", "default", "--image", str(path), "--output", str(out), "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert "28 labels: spleen" in captured.out
+    shown = [int(line.split("(")[1].split("%")[0]) for line in captured.out.splitlines()
+             if line.startswith("sliding window (")]
+    assert shown and shown == sorted(set(shown)) and shown[-1] == 100  # progress, in order, to the end
     lines = [line for line in captured.err.splitlines() if "MRC" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: '") and "UserWarning" not in captured.err
     written = sitk.ReadImage(str(out))

@@ -70,7 +70,9 @@ def test_checkpoints_load_weights_only_and_anything_else_is_refused(tmp_path):
 def test_prediction_agrees_with_nnunet_predict(tmp_path, case, image):
     """Dice >= 0.98 per class against nnUNetv2_predict's own output (TTA off on both)."""
     out = tmp_path / f"{case}.nii.gz"
-    predict_file(FOLDER, Path(sample_cases()[image].image), out, device="cpu")
+    fractions = []
+    predict_file(FOLDER, Path(sample_cases()[image].image), out, device="cpu", on_progress=fractions.append)
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0  # nnU-Net's windows, counted
     pred, ref = _array(out), _array(REFERENCE / f"{case}_nnunet.nii.gz")
     assert pred.shape == ref.shape
     scores = _dice(pred, ref)

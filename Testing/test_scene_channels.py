@@ -106,7 +106,11 @@ def test_a_two_channel_case_trains_predicts_and_comes_back_as_a_correction(logic
     assert logic.prediction is None
     with pytest.raises(CaseError, match="'FLAIR moved' \\(FLAIR\\) is not on the grid of 'T1'"):
         logic.start_prediction(t1, finished.model, channels=[second_channel(image, "FLAIR moved", origin=(0, 0, 0))])
-    node = logic.predict(t1, finished.model, channels=[flair], timeout=600)
+    run = logic.start_prediction(t1, finished.model, channels=[flair])
+    run.process.wait(600)
+    assert logic.prediction_percent() == 100  # the command line's own progress lines, read from its log
+    assert "100 %" in logic.prediction_status()
+    node = logic.poll_prediction()
     assert node.IsA("vtkMRMLSegmentationNode") and segment_names(node) == ["liver"]
 
     corrected = logic.case_from_correction(node, reviewed=["liver"])  # the prediction remembers its channels

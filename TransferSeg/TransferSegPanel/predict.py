@@ -31,7 +31,7 @@ class PredictSection:
             self.logic.start_prediction(p.targetVolume, p.modelDirectory or p.lastModel, device=p.device,
                                         tta=p.tta, largest_component=True if p.largestComponent else None,
                                         channels=self._predict_channels.nodes())
-            self.ui.predictProgressBar.setRange(0, 0)  # busy: the worker reports no fraction
+            self.ui.predictProgressBar.setRange(0, 0)  # busy until the sliding window reports its first fraction
             self.ui.predictProgressBar.setVisible(True)
             self.ui.predictStatusLabel.text = self.logic.prediction_status()
             self._timer.start()
@@ -52,6 +52,10 @@ class PredictSection:
             return False
         if node is None:
             self.ui.predictStatusLabel.text = self.logic.prediction_status()
+            percent = self.logic.prediction_percent()
+            if percent is not None:  # the sliding window has started: a real fraction instead of busy
+                self.ui.predictProgressBar.setRange(0, 100)
+                self.ui.predictProgressBar.setValue(percent)
             return self.logic.prediction is not None
         self._finish_prediction()
         self.ui.predictStatusLabel.text = (f"Created '{node.GetName()}'. Correct it (Edit in Segment Editor), tick the "

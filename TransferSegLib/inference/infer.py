@@ -5,10 +5,11 @@ brought back onto the original grid (size, spacing, origin, direction) by the
 exact inverse of the preprocessing before the labelmap is taken.
 """
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -49,6 +50,8 @@ class InferenceOptions:
     sw_batch_size: int = 0  # windows per forward pass; 0: chosen for the device's free memory
     amp: bool = True
     restore_budget_bytes: int = DEFAULT_BUDGET_BYTES  # working set of one slab of the restore
+    # told the fraction (0..1) of the sliding windows done: the command line prints it, the panel shows it
+    on_progress: Optional[Callable[[float], None]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         overlap = self.overlap
@@ -105,6 +108,8 @@ def sliding_window_tensor(
     from monai.inferers import sliding_window_inference
 
     options = options or InferenceOptions()
+    report = _window_counter(options.on_progress, image.shape[-3:], patch_size, options.overlap,
+                             1 + (len(flip_axes) if options.tta else 0))
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     x = (x[None, None] if x.dim() == 3 else x[None]).to(device)  # (X, Y, Z) or channels first
     roi = [int(p) for p in patch_size]
@@ -122,7 +127,7 @@ def sliding_window_tensor(
                 inp,
                 roi_size=roi,
                 sw_batch_size=sw_batch,
-                predictor=lambda t: _forward(model, t),
+                predictor=lambda t: report(_forward(model, t), t.shape[0]),
                 overlap=options.overlap,
                 mode="gaussian",
                 padding_mode="constant",
@@ -142,6 +147,25 @@ def sliding_window_tensor(
     if total.numel() * 4 > FLOAT16_ABOVE_BYTES:
         total = total.half()
     return total
+
+
+def _window_counter(on_progress: Optional[Callable[[float], None]], size: Sequence[int], patch: Sequence[int],
+                    overlap: float, passes: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """A pass-through for each batch of windows that tells ``on_progress`` the share done
+    (MONAI's window count: per axis ``ceil((size - patch) / step) + 1``, ``step = patch * (1 - overlap)``)."""
+    windows = 1
+    for s, p in zip(size, patch):
+        step = max(1, int(int(p) * (1.0 - overlap)))
+        windows *= 1 if int(s) <= int(p) else int(math.ceil((int(s) - int(p)) / step)) + 1
+    total, done = max(1, windows * passes), [0]
+
+    def report(out: torch.Tensor, count: int) -> torch.Tensor:
+        done[0] += int(count)
+        if on_progress is not None:
+            on_progress(min(1.0, done[0] / total))
+        return out
+
+    return report
 
 
 def sliding_window_probabilities(
@@ -230,7 +254,7 @@ def _predict_nnunet(model: nn.Module, info: BaseModel, channels: List[sitk.Image
     image = channels[0]
     logits, prep = nnunet_window.predict_logits(model, image if len(channels) == 1 else channels,
                                                 info.recipe.nnunet, dev, tta=options.tta,
-                                                batch_size=options.sw_batch_size or 2)
+                                                batch_size=options.sw_batch_size or 2, on_progress=options.on_progress)
     restored: Optional[np.ndarray] = None
     if keep_probabilities or uncertainty or probabilities_path is not None:
         restored = restore_logits(logits, prep)
@@ -268,8 +292,11 @@ def predict_file(
     uncertainty_path: Optional[Path] = None,
     overlap: float = 0.5,
     folds: Optional[Sequence[str]] = None,
+    on_progress: Optional[Callable[[float], None]] = None,
 ) -> Prediction:
     """Read an image, predict, and write the labelmap (.nii.gz or .seg.nrrd) atomically.
+
+    ``on_progress`` is told the share (0..1) of the sliding windows done.
 
     ``model_dir`` may also be an nnU-Net v2 trained model folder; ``folds`` picks its
     folds (default: every fold present, ensembled as ``nnUNetv2_predict`` does).
@@ -289,7 +316,7 @@ def predict_file(
     output_path = Path(output_path)
     if not (str(output_path).endswith((".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha"))):
         raise ModelError(f"Output '{output_path}' must end in .nii.gz, .nii, .seg.nrrd, .nrrd or .mha.")
-    options = InferenceOptions(overlap=overlap, tta=tta, largest_component=largest_component)
+    options = InferenceOptions(overlap=overlap, tta=tta, largest_component=largest_component, on_progress=on_progress)
     paths, names = ([str(image_path)], []) if Path(image_path).exists() else parse_image_argument(str(image_path))
     check_outputs({"--output": output_path, "--probabilities": probabilities_path, "--uncertainty": uncertainty_path},
                   {"--image": paths, "--model": [model_dir, Path(model_dir) / "model.json", Path(model_dir) / "model.pt"]})

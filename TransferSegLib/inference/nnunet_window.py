@@ -11,7 +11,7 @@ logit space by the network itself (``models.nnunet.NnunetEnsemble``).
 """
 
 import itertools
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -71,7 +71,7 @@ def _mirrored(model: nn.Module, x: torch.Tensor, axes: Optional[Sequence[int]]) 
 
 def sliding_window_logits(model: nn.Module, image: np.ndarray, patch: Sequence[int], device: torch.device,
                           mirror_axes: Optional[Sequence[int]] = None, batch_size: int = 2,
-                          step: float = 0.5) -> np.ndarray:
+                          step: float = 0.5, on_progress: Optional[Callable[[float], None]] = None) -> np.ndarray:
     """Logits ``(classes, *spatial)`` for a preprocessed ``image`` (``(D0, D1, D2)`` or ``(C, D0, D1, D2)``)."""
     patch = [int(p) for p in patch]
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
@@ -96,19 +96,21 @@ def sliding_window_logits(model: nn.Module, image: np.ndarray, patch: Sequence[i
             for box, window in zip(group, out):
                 logits[(slice(None),) + box] += window * weights
                 total[box] += weights
+            if on_progress is not None:
+                on_progress(min(1.0, (first + len(group)) / len(boxes)))
     assert logits is not None
     logits /= total
     return logits[(slice(None),) + unpad].cpu().numpy()
 
 
 def predict_logits(model: nn.Module, image: Union[sitk.Image, Sequence[sitk.Image]], recipe: NnunetRecipe,
-                   device: torch.device, tta: bool = False,
-                   batch_size: int = 2) -> Tuple[np.ndarray, NnunetPreprocessInfo]:
+                   device: torch.device, tta: bool = False, batch_size: int = 2,
+                   on_progress: Optional[Callable[[float], None]] = None) -> Tuple[np.ndarray, NnunetPreprocessInfo]:
     """nnU-Net's preprocessing and sliding window: logits on the network's grid and the way back
     (``tta``: mirroring along the checkpoint's allowed axes; off is ``--disable_tta``)."""
     array, info = preprocess_image(image, recipe)
     logits = sliding_window_logits(model.to(device), array, recipe.patch_size, device,
-                                   recipe.mirror_axes if tta else None, batch_size)
+                                   recipe.mirror_axes if tta else None, batch_size, on_progress=on_progress)
     return logits, info
 
 

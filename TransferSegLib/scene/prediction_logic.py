@@ -7,6 +7,7 @@ reference" writes both segmentations with shared label values and runs
 distances on a full CT take seconds, which the main thread must not spend.
 """
 
+import os
 import re
 import shutil
 import tempfile
@@ -35,6 +36,10 @@ def common_segments(prediction, reference) -> list:
     """Segment names both segmentations have (matched by normalized name), in the prediction's order."""
     theirs = {normalize_label_name(n) for n in segment_names(reference)}
     return [n for n in segment_names(prediction) if normalize_label_name(n) in theirs]
+
+
+#: ``transferseg predict``'s progress lines: ``sliding window (44%), 12 s, about 15 s left``.
+_WINDOW_PERCENT = re.compile(r"sliding window \((\d{1,3})%\)")
 
 
 class PredictionLogic:
@@ -83,13 +88,31 @@ class PredictionLogic:
                                         channels=list(channels), channel_names=list(names))
         return self.prediction
 
+    def prediction_percent(self) -> Optional[int]:
+        """How far the running prediction's sliding window is (0-100, from ``transferseg predict``'s
+        own progress lines in its log), or None before its first line."""
+        run = self.prediction
+        if run is None:
+            return None
+        try:
+            with open(run.process.log_path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 2000))
+                tail = log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+        found = _WINDOW_PERCENT.findall(tail)
+        return max(0, min(100, int(found[-1]))) if found else None
+
     def prediction_status(self) -> str:
-        """'Predicting CT 3 with liver-2… 42 s' for the panel's status line."""
+        """'Predicting CT 3 with liver-2… 44 %, 42 s' for the panel's status line."""
         run = self.prediction
         if run is None:
             return ""
         elapsed = time.monotonic() - run.started
-        return f"Predicting '{run.volume.GetName()}' with '{run.model_name}'… {elapsed:.0f} s"
+        percent = self.prediction_percent()
+        done = f"{percent} %, " if percent is not None else ""
+        return f"Predicting '{run.volume.GetName()}' with '{run.model_name}'… {done}{elapsed:.0f} s"
 
     def poll_prediction(self):
         """None while predicting; then the new segmentation node (raises if prediction failed)."""
