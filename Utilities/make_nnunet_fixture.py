@@ -159,6 +159,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of random, numpy and torch before training (default 0)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for nnU-Net's training and prediction (default 1; nnU-Net's own: all cores)")
+    parser.add_argument("--references-only", action="store_true",
+                        help="keep the shipped model; only predict the reference labelmaps again with nnU-Net")
     args = parser.parse_args()
     work = Path(args.work)
     threads = str(args.threads)
@@ -166,6 +168,12 @@ def main() -> int:
                nnUNet_results=str(work / "results"), nnUNet_n_proc_DA="1",  # the planner needs >= 1
                nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"),
                OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+    if args.references_only:
+        shipped = sorted((DEST / DATASET).glob(f"*__{PLANS}__3d_fullres"))
+        if len(shipped) != 1:
+            raise SystemExit(f"expected one model folder under {DEST / DATASET}, found {len(shipped)}")
+        predict_references(work, shipped[0], env, args)
+        return 0
     trainer = "nnUNetTrainer" if args.epochs == 0 else f"nnUNetTrainer_{args.epochs}epoch" + ("s" if args.epochs > 1 else "")
     write_raw(work / "raw")
     run([tool("nnUNetv2_extract_fingerprint"), "-d", "990", "-np", "1"], env)
@@ -187,7 +195,13 @@ def main() -> int:
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         shutil.copy2(trained / name, dest / name)
     shutil.copy2(trained / "fold_all" / "checkpoint_final.pth", dest / "fold_all" / "checkpoint_final.pth")
+    predict_references(work, dest, env, args)
+    return 0
 
+
+def predict_references(work: Path, dest: Path, env, args) -> None:
+    """nnU-Net's own predictions of the sample CTs with the shipped model: TTA off on both CTs
+    (``*_nnunet.nii.gz``) and, for the small CT, with nnU-Net's default mirroring (``*_nnunet_tta.nii.gz``)."""
     inputs = work / "predict_in"
     outputs = work / "predict_out"
     shutil.rmtree(inputs, ignore_errors=True)
@@ -201,8 +215,15 @@ def main() -> int:
     reference.mkdir(parents=True, exist_ok=True)
     for case in ("ct_sm", "ct_dicom"):
         shutil.copy2(outputs / f"{case}.nii.gz", reference / f"{case}_nnunet.nii.gz")
+    small, mirrored = work / "predict_in_tta", work / "predict_out_tta"
+    shutil.rmtree(small, ignore_errors=True)
+    small.mkdir(parents=True)
+    shutil.copy2(SAMPLES / "example_ct_sm.nii.gz", small / "ct_sm_0000.nii.gz")
+    run(entry("nnUNetv2_predict_from_modelfolder", args.threads, args.seed)
+        + ["-i", str(small), "-o", str(mirrored), "-m", str(dest), "-f", "all", "-chk", "checkpoint_final.pth",
+           "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    shutil.copy2(mirrored / "ct_sm.nii.gz", reference / "ct_sm_nnunet_tta.nii.gz")
     print(f"wrote {dest} and {reference}")
-    return 0
 
 
 if __name__ == "__main__":
