@@ -181,7 +181,10 @@ _CHANNEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,39}")  # T1c, FLAIR, CT, P
 
 def parse_image_argument(text: str) -> Tuple[List[str], List[str]]:
     """``a.nii.gz`` or ``a,b,...`` or ``NAME=a,NAME=b,...`` → (paths, names); names
-    are empty when none are given and must be given for all files or none."""
+    are empty when none are given and must be given for all files or none. A file that
+    exists is one channel, whatever its name holds (``scan,2.nii.gz``)."""
+    if Path(str(text)).exists():
+        return [str(text)], []
     items = [item.strip() for item in str(text).split(",") if item.strip()]
     if not items:
         raise CaseError(f"--image '{text}' names no file.")
@@ -237,7 +240,7 @@ class Case:
     def __post_init__(self) -> None:
         if isinstance(self.image, (list, tuple)):
             self.channels = [str(p) for p in self.image]
-        elif ("," in str(self.image) or "=" in str(self.image)) and not Path(str(self.image)).exists():
+        elif "," in str(self.image) or "=" in str(self.image):
             self.channels, names = parse_image_argument(str(self.image))
             self.channel_names = self.channel_names or names
         self.channels = [str(p) for p in (self.channels or [])]

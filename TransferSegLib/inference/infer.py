@@ -317,7 +317,7 @@ def predict_file(
     if not (str(output_path).endswith((".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha"))):
         raise ModelError(f"Output '{output_path}' must end in .nii.gz, .nii, .seg.nrrd, .nrrd or .mha.")
     options = InferenceOptions(overlap=overlap, tta=tta, largest_component=largest_component, on_progress=on_progress)
-    paths, names = ([str(image_path)], []) if Path(image_path).exists() else parse_image_argument(str(image_path))
+    paths, names = parse_image_argument(str(image_path))
     check_outputs({"--output": output_path, "--probabilities": probabilities_path, "--uncertainty": uncertainty_path},
                   {"--image": paths, "--model": [model_dir, Path(model_dir) / "model.json", Path(model_dir) / "model.pt"]})
     model, info = load_model(Path(model_dir), "cpu", folds=folds)

@@ -167,7 +167,7 @@ def _unlabelled_volumes(images: Sequence[str], recipe: Recipe) -> Tuple[List[np.
     volumes: List[np.ndarray] = []
     names: List[str] = []
     for index, image in enumerate(images):
-        paths, given = ([str(image)], []) if Path(str(image)).exists() else parse_image_argument(str(image))
+        paths, given = parse_image_argument(str(image))
         if index == 0:
             names = list(given)
         elif names and given:
