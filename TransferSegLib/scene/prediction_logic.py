@@ -7,7 +7,6 @@ reference" writes both segmentations with shared label values and runs
 distances on a full CT take seconds, which the main thread must not spend.
 """
 
-import os
 import re
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ from TransferSegLib.scene.models import channel_fields
 from TransferSegLib.scene.process import CommandProcess
 from TransferSegLib.scene.runs import PredictionRun, read_model_card
 from TransferSegLib.scene.segmentations import find_segment_id, labelmap_array, segment_names
-from TransferSegLib.scene.tasks import BackgroundTask, last_json, metric_rows
+from TransferSegLib.scene.tasks import BackgroundTask, last_json, last_percent, log_tail, metric_rows
 
 
 def common_segments(prediction, reference) -> list:
@@ -92,17 +91,7 @@ class PredictionLogic:
         """How far the running prediction's sliding window is (0-100, from ``transferseg predict``'s
         own progress lines in its log), or None before its first line."""
         run = self.prediction
-        if run is None:
-            return None
-        try:
-            with open(run.process.log_path, "rb") as log:
-                log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - 2000))
-                tail = log.read().decode("utf-8", errors="replace")
-        except OSError:
-            return None
-        found = _WINDOW_PERCENT.findall(tail)
-        return max(0, min(100, int(found[-1]))) if found else None
+        return None if run is None else last_percent(log_tail(run.process.log_path), _WINDOW_PERCENT)
 
     def prediction_status(self) -> str:
         """'Predicting CT 3 with liver-2… 44 %, 42 s' for the panel's status line."""

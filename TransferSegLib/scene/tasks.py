@@ -8,6 +8,7 @@ No ``slicer`` import.
 """
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -42,8 +43,7 @@ class BackgroundTask:
 
     def percent(self) -> Optional[int]:
         """Progress 0-100 when the command reports it (downloads), else None (the bar shows busy)."""
-        found = _PERCENT.findall(self._log_text()[-400:])
-        return max(0, min(100, int(found[-1]))) if found else None
+        return last_percent(self._log_text()[-400:])
 
     def progress_text(self) -> str:
         found = _MEGABYTES.findall(self._log_text()[-400:])
@@ -77,6 +77,23 @@ class BackgroundTask:
         self.error = TransferSegError(f"The {self.kind} was cancelled.")
         if self.cleanup:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def last_percent(text: str, pattern: "re.Pattern" = _PERCENT) -> Optional[int]:
+    """The last percentage ``pattern`` finds in a command's output (0-100), or None."""
+    found = pattern.findall(text)
+    return max(0, min(100, int(found[-1]))) if found else None
+
+
+def log_tail(path: Path, size: int = 2000) -> str:
+    """The last ``size`` bytes of a log as text ('' while it does not exist), without reading all of it."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - size))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def last_json(text: str) -> Any:
